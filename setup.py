@@ -1,0 +1,40 @@
+"""prefix_rft_megatron: Prefix-RFT on Megatron-Core.
+
+torch is deliberately not pinned here beyond a floor: a user's CUDA build is left alone. On a machine with no torch,
+`make setup` installs the CPU build (torch==2.13.0) before this package, so pip never pulls a CUDA wheel by itself.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="prefix_rft_megatron",
+    version="0.1.0",
+    description="Prefix-RFT (arXiv 2507.01679) on Megatron-Core with SGLang rollouts",
+    packages=find_packages(include=["prefix_rft_megatron", "prefix_rft_megatron.*"]),
+    package_data={"prefix_rft_megatron": ["assets/**/*"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "megatron-core>=0.16.1",
+        "omegaconf>=2.3",
+        "transformers>=4.50",
+        "safetensors>=0.4",
+        "math-verify>=0.7",
+        "nemo-run>=0.4",
+        # nemo-run 0.11.1 resolves leptonai 0.47.x, with which `import nemo_run` fails (measured, see architecture.md).
+        "leptonai==0.27.3",
+        "psutil",  # megatron's dist_checkpointing needs it but does not declare it (a save hangs without it)
+        "tqdm",
+        "rich",
+        "tensorboard",
+        "pyarrow",
+        "matplotlib",
+    ],
+    extras_require={
+        "gpu": ["sglang>=0.5", "transformer-engine[pytorch]"],
+        "wandb": ["wandb"],
+        "test": ["pytest>=8"],
+    },
+    entry_points={"console_scripts": ["prefix-rft=prefix_rft_megatron.cli:main"]},
+)
