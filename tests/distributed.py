@@ -22,7 +22,7 @@ def run_torchrun(script: str, *args: str, nproc: int = 2, timeout: int = 600) ->
     env["PYTHONWARNINGS"] = "ignore"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-        "--master-addr", "127.0.0.1", "--master-port", "0", "--tee", "3",
+        "--standalone", "--tee", "3",  # standalone: rendezvous on a free loopback port
         str(SCRIPTS / script), *args,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,96 @@
+"""Load model weights from a Megatron distributed checkpoint into a live (TP/PP-sharded) GPTModel."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from megatron.core import dist_checkpointing, parallel_state
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointLayoutError(ValueError):
+    """The checkpoint cannot be loaded into this model layout (one line)."""
+
+
+def check_vocab_padding(model, ckpt: CheckpointReader) -> None:
+    key = "embedding.word_embeddings.weight"
+    if key not in ckpt.metadata.state_dict_metadata:
+        return
+    saved = ckpt.shape(key)[0]
+    wanted = model.vocab_size
+    if saved != wanted:
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        meta = ckpt.dir / "prefix_rft.json"
+        made_for = json.loads(meta.read_text()).get("tp") if meta.is_file() else "?"
+        raise CheckpointLayoutError(
+            f"{ckpt.dir}: vocabulary padded to {saved} rows (converted for tp={made_for}), but this model at "
+            f"tp={tp} pads to {wanted}; re-convert with --tp {tp} or set model.make_vocab_size_divisible_by"
+        )
+
+
+def load_model_weights(model: torch.nn.Module, ckpt_dir: str | Path, prefix: str = "") -> None:
+    """dist_checkpointing.load of the model's sharded state dict, then load_state_dict.
+
+    `_extra_state` objects that the checkpoint lacks (e.g. TE's, when the checkpoint was written with the local
+    spec) are dropped from the request instead of failing the load; tensors must all be there.
+    """
+    ckpt = CheckpointReader(ckpt_dir)
+    check_vocab_padding(model, ckpt)
+    saved = set(ckpt.metadata.state_dict_metadata)
+    sharded = model.sharded_state_dict(prefix=prefix)
+    skipped = [k for k, v in sharded.items() if isinstance(v, ShardedObject) and v.unique_key not in saved]
+    for k in skipped:
+        del sharded[k]
+    state = dist_checkpointing.load(sharded, str(ckpt.dir))
+    if prefix:
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith("_extra_state")]
+    if missing or unexpected:
+        raise CheckpointLayoutError(f"{ckpt_dir}: state dict mismatch, missing={missing[:3]} unexpected={unexpected[:3]}")
+    if skipped:
+        logger.debug("load: %d _extra_state objects not in %s (left at defaults)", len(skipped), ckpt_dir)
+
+
+def save_model_weights(model: torch.nn.Module, out_dir: str | Path, arch, hf_side_dir: str | Path | None = None,
+                       make_vocab_size_divisible_by: int = 128) -> Path:
+    """Collective: megatron's dist_checkpointing.save of the model, written beside `out_dir` and renamed into place.
+
+    Also writes our record (prefix_rft.json) and the HF config/tokenizer files, so the result converts back to HF.
+    """
+    import os
+    import shutil
+
+    import torch.distributed as dist
+
+    from prefix_rft_megatron.convert.hf_io import copy_side_files
+    from prefix_rft_megatron.convert.hf_to_megatron import HF_SUBDIR, META_FILE
+
+    out = Path(out_dir)
+    tmp = out.parent / f".{out.name}.partial"
+    if dist.get_rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    dist_checkpointing.save(model.sharded_state_dict(), str(tmp))
+    if dist.get_rank() == 0:
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        meta = {"arch": arch.to_dict(), "padded_vocab_size": model.vocab_size if hasattr(model, "vocab_size") else None,
+                "tp": tp, "pp": parallel_state.get_pipeline_model_parallel_world_size(),
+                "make_vocab_size_divisible_by": make_vocab_size_divisible_by}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        if hf_side_dir is not None:
+            (tmp / HF_SUBDIR).mkdir(exist_ok=True)
+            copy_side_files(hf_side_dir, tmp / HF_SUBDIR)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    dist.barrier()
+    return out
