@@ -8,3 +8,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
 logging.getLogger("megatron").setLevel(logging.WARNING)
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_models(tmp_path_factory):
+    """{variant: HF dir} for llama/qwen2 x tied/untied, hidden 64, 4 layers, GQA 4/2 heads, vocab 1000."""
+    from tiny_models import make_variants
+
+    return make_variants(tmp_path_factory.mktemp("tiny_hf"))

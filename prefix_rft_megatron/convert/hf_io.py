@@ -33,24 +33,25 @@ class HFCheckpointReader:
         else:
             raise FileNotFoundError(f"{self.dir}: no model.safetensors or model.safetensors.index.json")
         self.weight_map: dict[str, str] = weight_map
-        self._handles: dict[str, object] = {}
 
-    def _file(self, name: str):
+    def _open(self, name: str):
+        # A handle per read, closed at once: safetensors maps the file, and pages touched through a handle that
+        # stays open stay resident, which would grow the converter's memory to the whole model.
         if name not in self.weight_map:
             raise KeyError(f"{self.dir}: checkpoint has no tensor {name!r}")
-        fname = self.weight_map[name]
-        if fname not in self._handles:
-            self._handles[fname] = safe_open(self.dir / fname, "pt")
-        return self._handles[fname]
+        return safe_open(self.dir / self.weight_map[name], "pt")
 
     def get(self, name: str) -> torch.Tensor:
-        return self._file(name).get_tensor(name)
+        with self._open(name) as f:
+            return f.get_tensor(name).clone()  # own memory, not a view of the mapping
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._file(name).get_slice(name).get_shape())
+        with self._open(name) as f:
+            return tuple(f.get_slice(name).get_shape())
 
     def dtype(self, name: str) -> torch.dtype:
-        return _SAFETENSORS_DTYPES[self._file(name).get_slice(name).get_dtype()]
+        with self._open(name) as f:
+            return _SAFETENSORS_DTYPES[f.get_slice(name).get_dtype()]
 
     def file_sizes(self) -> dict[str, int]:
         return {f: (self.dir / f).stat().st_size for f in set(self.weight_map.values())}

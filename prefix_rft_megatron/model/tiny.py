@@ -47,7 +47,7 @@ def build_hf_model(config: dict[str, Any], seed: int = 0):
     model_type = cfg.pop("model_type")
     hf_config = AutoConfig.for_model(model_type, **cfg)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(hf_config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
     # Norm weights start at 1 in HF; perturb them so a swapped or dropped norm shows up in parity tests.
     with torch.no_grad():
         for name, p in model.named_parameters():

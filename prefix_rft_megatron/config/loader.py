@@ -1,0 +1,70 @@
+"""Load a config: structured defaults <- YAML files (in order) <- `a.b=c` overrides.
+
+Unknown or mistyped keys and ill-typed values fail at start-up with one line naming the file (or the override)
+and the key, with the closest valid key as a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from prefix_rft_megatron.config.schema import Config
+
+
+class ConfigError(ValueError):
+    """A user-visible configuration problem (one line)."""
+
+
+def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, DictConfig):
+            keys += _all_keys(v, full + ".")
+    return keys
+
+
+def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or ""
+    if isinstance(err, ConfigKeyError) or "not in struct" in str(err) or "Key '" in str(err):
+        hint = difflib.get_close_matches(key, _all_keys(schema), n=1)
+        more = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return ConfigError(f"config: {source}: unknown key '{key}'{more}")
+    if isinstance(err, ValidationError):
+        msg = str(err).splitlines()[0]
+        return ConfigError(f"config: {source}: bad value for '{key}': {msg}")
+    return ConfigError(f"config: {source}: {str(err).splitlines()[0]}")
+
+
+def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> Config:
+    schema = OmegaConf.structured(Config)
+    cfg = schema
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise ConfigError(f"config: {path}: file not found")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        except OmegaConfBaseException as e:
+            raise _explain(e, schema, str(path)) from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"config: override {item!r} is not of the form key=value")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise _explain(e, schema, f"override {item!r}") from None
+    try:
+        return OmegaConf.to_object(cfg)  # runs the dataclasses' __post_init__ checks
+    except (ValueError, OmegaConfBaseException) as e:
+        raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

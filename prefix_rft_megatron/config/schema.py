@@ -1,0 +1,50 @@
+"""The whole configuration as typed dataclasses (OmegaConf structured configs).
+
+Every knob has a type, a default and a comment. `conf/base.yaml` is generated from these defaults
+(`prefix-rft show-config --defaults`); other YAML files and command-line `a.b=c` overrides only change values.
+Each stage owns its section's dataclass (algo, data, reward, rollout); this module assembles them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefix_rft_megatron.algo.config import AlgorithmConfig
+from prefix_rft_megatron.data.config import DataConfig
+from prefix_rft_megatron.reward.config import RewardConfig
+from prefix_rft_megatron.rollout.config import RolloutConfig
+
+
+@dataclass
+class ModelConfig:
+    hf_path: str = ""  # HF model directory (config.json, tokenizer, safetensors): the policy's starting point
+    megatron_ckpt: str = ""  # Megatron distributed checkpoint to start from; converted from hf_path when empty
+    params_dtype: str = "float32"  # float32 | bfloat16 (GPU) ; master weights and optimizer stay fp32
+    transformer_impl: str = "auto"  # auto (TE when importable with CUDA) | transformer_engine | local
+    make_vocab_size_divisible_by: int = 128  # vocab is padded to a multiple of this times TP (Megatron's rule)
+    recompute_activations: bool = False  # full activation recomputation per layer (saves memory on long responses)
+
+    def __post_init__(self):
+        if self.params_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"model.params_dtype: {self.params_dtype!r} is not float32 or bfloat16")
+        if self.transformer_impl not in ("auto", "transformer_engine", "local"):
+            raise ValueError(f"model.transformer_impl: {self.transformer_impl!r} is not auto|transformer_engine|local")
+
+
+@dataclass
+class ParallelConfig:
+    tp: int = 1  # tensor-parallel size
+    pp: int = 1  # pipeline-parallel size
+    # data-parallel size is world_size / (tp * pp)
+    use_distributed_optimizer: bool = True  # Megatron's distributed optimizer (optimizer state sharded over DP)
+    seed: int = 1234  # seeds model init, sampling and the prefix-length draws (never per rank)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
