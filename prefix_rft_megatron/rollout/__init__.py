@@ -1,0 +1,23 @@
+"""Rollout engines: token ids in, token ids + log-probs out; weights in as HF-layout buckets.
+
+Heavy or optional dependencies (transformers, sglang) are imported by the engine modules, not here.
+"""
+
+from .config import RolloutConfig
+from .engine import GroupSpec, RolloutEngine, build_engine, build_group_requests, generate_group, generate_groups
+from .types import Completion, GenerateRequest, Rollout, SamplingParams, derive_seed
+
+__all__ = [
+    "Completion",
+    "GenerateRequest",
+    "GroupSpec",
+    "Rollout",
+    "RolloutConfig",
+    "RolloutEngine",
+    "SamplingParams",
+    "build_engine",
+    "build_group_requests",
+    "derive_seed",
+    "generate_group",
+    "generate_groups",
+]

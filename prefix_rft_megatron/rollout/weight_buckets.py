@@ -1,0 +1,147 @@
+"""Weight-update payloads for SGLang (pinned to sglang 0.5.23): bounded buckets, flattened and serialized.
+
+SGLang's `load_format="flattened_bucket"` (srt/weight_sync/tensor_bucket.py) moves a bucket as one uint8 tensor:
+the tensors' bytes concatenated in order, plus metadata (name, shape, dtype, start_idx, end_idx, numel) per tensor,
+offsets in bytes. The same layout serves both transports:
+
+- colocated (`/update_weights_from_tensor`): `{"flattened_tensor": flat, "metadata": [...]}` pickled with
+  `multiprocessing.reduction.ForkingPickler` (CUDA tensors travel as CUDA-IPC handles) and base64-encoded, one copy
+  per TP rank of the server (each rank deserialises the entry at its own index). The server unpickles with its
+  `SafeUnpickler`, whose allow-list admits `types.SimpleNamespace` but no class of ours, so metadata entries are
+  SimpleNamespaces; the server reads them by attribute only.
+- separate GPUs (`/update_weights_from_distributed`): names, dtypes (torch names without "torch."), shapes go over
+  HTTP and the server allocates the flat buffer itself (`FlattenedTensorBucket.empty`: offsets are the running byte
+  sums, each aligned to its dtype's itemsize or it refuses); the trainer broadcasts `flat` from rank 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from types import SimpleNamespace
+from typing import Iterable, Iterator, List, Sequence, Tuple
+
+import torch
+
+NamedTensors = Sequence[Tuple[str, torch.Tensor]]
+
+
+def tensor_nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def rebucket(buckets: Iterable[NamedTensors], max_bytes: int) -> Iterator[List[Tuple[str, torch.Tensor]]]:
+    """Regroup a stream of (name, tensor) buckets into buckets of at most `max_bytes` (a larger tensor goes alone).
+    Only references are regrouped; nothing is copied, and at most one output bucket is held at a time."""
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes={max_bytes}: must be > 0")
+    cur: List[Tuple[str, torch.Tensor]] = []
+    size = 0
+    for bucket in buckets:
+        for name, t in bucket:
+            nb = tensor_nbytes(t)
+            if cur and size + nb > max_bytes:
+                yield cur
+                cur, size = [], 0
+            cur.append((name, t))
+            size += nb
+    if cur:
+        yield cur
+
+
+def flatten_bucket(named: NamedTensors) -> Tuple[torch.Tensor, List[SimpleNamespace]]:
+    """(flat uint8 tensor on the tensors' device, metadata) in SGLang's flattened-bucket layout.
+
+    Raises if a tensor's byte offset is not a multiple of its itemsize (SGLang's receive side refuses those);
+    keep one dtype per bucket, or order larger itemsizes first."""
+    if not named:
+        raise ValueError("flatten_bucket: empty bucket")
+    pieces, meta, offset = [], [], 0
+    devices = {t.device for _, t in named}
+    if len(devices) != 1:
+        raise ValueError(f"flatten_bucket: tensors on several devices {sorted(map(str, devices))}")
+    for name, t in named:
+        if offset % t.element_size():
+            raise ValueError(
+                f"flatten_bucket: {name!r} ({t.dtype}) would start at byte {offset}, not a multiple of "
+                f"{t.element_size()}; SGLang refuses unaligned tensors"
+            )
+        flat = t.detach().contiguous().reshape(-1).view(torch.uint8)
+        pieces.append(flat)
+        nb = flat.numel()
+        meta.append(
+            SimpleNamespace(
+                name=name, shape=torch.Size(t.shape), dtype=t.dtype, start_idx=offset, end_idx=offset + nb, numel=nb
+            )
+        )
+        offset += nb
+    return torch.cat(pieces), meta
+
+
+def unflatten_bucket(flat: torch.Tensor, meta: Sequence) -> List[Tuple[str, torch.Tensor]]:
+    """The inverse of `flatten_bucket` (what SGLang's `FlattenedTensorBucket.reconstruct_tensors` computes)."""
+    return [(m.name, flat[m.start_idx : m.end_idx].view(m.dtype).reshape(m.shape)) for m in meta]
+
+
+def _patch_cuda_ipc_reductions() -> None:
+    """CUDA tensors must be reduced with SGLang's patch (device UUID instead of index), as slime does, so a server
+    with another CUDA_VISIBLE_DEVICES maps the handle to the right GPU. Needs sglang in this process."""
+    try:
+        from sglang.srt.utils.patch_torch import monkey_patch_torch_reductions
+    except ImportError as e:  # pragma: no cover - GPU path only
+        raise ImportError(
+            "colocated weight sync of CUDA tensors needs the sglang package in the trainer's environment "
+            "(pip install 'prefix_rft_megatron[gpu]'), for its CUDA-IPC tensor reductions"
+        ) from e
+    monkey_patch_torch_reductions()  # pragma: no cover
+
+
+def serialize_for_ranks(obj, tp_size: int) -> List[str]:
+    """`obj` ForkingPickler-pickled and base64-encoded once per TP rank (SGLang's MultiprocessingSerializer
+    with output_str=True); separate pickles so each rank holds its own IPC references."""
+    from multiprocessing.reduction import ForkingPickler
+
+    out = []
+    for _ in range(tp_size):
+        buf = io.BytesIO()
+        ForkingPickler(buf).dump(obj)
+        out.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+    return out
+
+
+def tensor_update_body(
+    flat: torch.Tensor, meta: Sequence, tp_size: int, flush_cache: bool = False, weight_version: str = ""
+) -> dict:
+    """JSON body of one `/update_weights_from_tensor` call for ONE server, from `flatten_bucket`'s output.
+
+    Build a fresh body per server (and per call): every deserialisation consumes its own IPC references (a CPU
+    tensor's shared fd can be received once; a CUDA-IPC handle is reference-counted per pickle), so one serialized
+    payload must never be sent twice. Keep `flat` alive until the server has answered."""
+    if flat.is_cuda:
+        _patch_cuda_ipc_reductions()
+    body = {
+        "serialized_named_tensors": serialize_for_ranks({"flattened_tensor": flat, "metadata": list(meta)}, tp_size),
+        "load_format": "flattened_bucket",
+        "flush_cache": flush_cache,
+    }
+    if weight_version:
+        body["weight_version"] = weight_version
+    return body
+
+
+def distributed_update_payload(
+    named: NamedTensors, group_name: str, flush_cache: bool = False, weight_version: str = ""
+) -> Tuple[dict, torch.Tensor]:
+    """JSON body of one `/update_weights_from_distributed` call, and the flat tensor to broadcast from rank 0."""
+    flat, meta = flatten_bucket(named)
+    body = {
+        "names": [m.name for m in meta],
+        "dtypes": [str(m.dtype).removeprefix("torch.") for m in meta],
+        "shapes": [list(m.shape) for m in meta],
+        "group_name": group_name,
+        "load_format": "flattened_bucket",
+        "flush_cache": flush_cache,
+    }
+    if weight_version:
+        body["weight_version"] = weight_version
+    return body, flat
