@@ -3,6 +3,8 @@
   prefix-rft show-config [CONFIG.yaml ...] [key=value ...]   print the merged config (--defaults: the schema's)
   prefix-rft convert hf-to-megatron|megatron-to-hf ...        checkpoint converters (same as tools/convert_*.py)
   prefix-rft compare-logits --hf-dir DIR [--tp N] [--pp M]    Megatron vs HF logits (same as tools/compare_logits.py)
+  prefix-rft train [CONFIG.yaml ...] [key=value ...]          the Prefix-RFT training loop
+  prefix-rft eval --hf-dir DIR [--bench FILE ...] [k=v ...]    avg@k / pass@k on benchmark files
   prefix-rft demo [--out DIR]                                  the CPU demo (see prefix_rft_megatron/demo.py)
 """
 
@@ -51,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         from prefix_rft_megatron.model.compare import main as compare_main
 
         return compare_main(rest)
+    if cmd == "train":
+        from prefix_rft_megatron.train.cli import main as train_main
+
+        return train_main(rest)
+    if cmd == "eval":
+        from prefix_rft_megatron.evaluation.cli import main as eval_main
+
+        return eval_main(rest)
     if cmd == "demo":
         from prefix_rft_megatron.demo import main as demo_main
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 from prefix_rft_megatron.algo.config import AlgorithmConfig
 from prefix_rft_megatron.data.config import DataConfig
+from prefix_rft_megatron.evaluation.config import EvalConfig
 from prefix_rft_megatron.reward.config import RewardConfig
 from prefix_rft_megatron.rollout.config import RolloutConfig
+from prefix_rft_megatron.train.config import CheckpointConfig, LoggingConfig, TrainConfig
 
 
 @dataclass
@@ -48,3 +50,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

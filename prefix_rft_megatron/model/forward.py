@@ -41,3 +41,21 @@ def forward_full_logits(model, tokens: torch.Tensor, vocab_size: int, micro_batc
             seq_length=s, micro_batch_size=mbs, forward_only=True,
         )
     return torch.cat(out) if parallel_state.is_pipeline_last_stage() else None
+
+
+# Finite rather than -inf: exp() still underflows to 0, and p * logit stays 0 (not nan) in the entropy.
+_MASKED_LOGIT = -1e9
+
+
+def mask_padded_vocab(vocab_parallel_logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Push the padded vocabulary rows (index >= vocab_size) out of the softmax on this TP rank's slice.
+
+    Megatron pads the vocabulary for TP; the padded rows are zero, so their logits are 0, not -inf, and would take
+    probability mass that the rollout engine (true vocabulary) never gives them.
+    """
+    part = vocab_parallel_logits.shape[-1]
+    start = parallel_state.get_tensor_model_parallel_rank() * part
+    if start + part <= vocab_size:
+        return vocab_parallel_logits
+    col = torch.arange(start, start + part, device=vocab_parallel_logits.device)
+    return vocab_parallel_logits.masked_fill(col >= vocab_size, _MASKED_LOGIT)

@@ -1,0 +1,88 @@
+"""Training sequences and their token tensors.
+
+A sequence is prompt ++ prefix ++ response, all token ids: `prefix` are demonstration tokens (off-policy), `response`
+what the policy sampled. The model reads tokens[:-1] and position t scores tokens[t+1] (`target_ids`), so masks are
+in target space: a target belongs to the response when it lies past the prompt.
+Sequences are right-padded to a common length; causal attention keeps padding from touching real positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+
+@dataclass
+class TrainSequence:
+    group_id: int  # the prompt it belongs to (global, layout-independent)
+    sample_index: int  # global index in the step batch (seeds the `random` prefix selection)
+    prompt_ids: tuple[int, ...]
+    prefix_ids: tuple[int, ...]  # demonstration tokens (empty for on-policy rollouts)
+    response_ids: tuple[int, ...]  # sampled tokens (empty for a full demonstration: sft, luffy)
+    rollout_logprobs: tuple[float, ...] = ()  # the engine's log-probs of response_ids
+    reward: float = 0.0
+    correct: bool = False
+    finish_reason: str = "stop"
+
+    @property
+    def from_demo(self) -> bool:
+        return len(self.prefix_ids) > 0
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.prefix_ids) + len(self.response_ids)
+
+
+@dataclass
+class SequenceBatch:
+    """[N, S] tensors for N sequences (S = longest sequence - 1)."""
+
+    input_ids: torch.Tensor
+    target_ids: torch.Tensor
+    response_mask: torch.Tensor  # targets in prefix or response
+    prefix_mask: torch.Tensor  # targets that are demonstration tokens
+    sampled_mask: torch.Tensor  # targets the engine sampled (have rollout log-probs)
+    rollout_logprobs: torch.Tensor  # engine log-probs on sampled targets, 0 elsewhere
+    sample_index: torch.Tensor  # [N]
+    sequences: list[TrainSequence] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, rows: Sequence[int] | slice) -> "SequenceBatch":
+        idx = rows if isinstance(rows, slice) else torch.as_tensor(list(rows), dtype=torch.long)
+        seqs = self.sequences[rows] if isinstance(rows, slice) else [self.sequences[i] for i in rows]
+        return SequenceBatch(
+            self.input_ids[idx], self.target_ids[idx], self.response_mask[idx], self.prefix_mask[idx],
+            self.sampled_mask[idx], self.rollout_logprobs[idx], self.sample_index[idx], seqs,
+        )
+
+
+def build_batch(seqs: Sequence[TrainSequence], pad_id: int = 0, length: int | None = None) -> SequenceBatch:
+    S = length if length is not None else max(s.length for s in seqs) - 1
+    n = len(seqs)
+    input_ids = torch.full((n, S), pad_id, dtype=torch.long)
+    target_ids = torch.full((n, S), pad_id, dtype=torch.long)
+    response_mask = torch.zeros((n, S), dtype=torch.bool)
+    prefix_mask = torch.zeros((n, S), dtype=torch.bool)
+    sampled_mask = torch.zeros((n, S), dtype=torch.bool)
+    rollout_logprobs = torch.zeros((n, S), dtype=torch.float32)
+    for i, s in enumerate(seqs):
+        full = torch.tensor(s.prompt_ids + s.prefix_ids + s.response_ids, dtype=torch.long)
+        if len(full) - 1 > S:
+            raise ValueError(f"batch: sequence {s.sample_index} has {len(full) - 1} positions, batch length is {S}")
+        m = len(full) - 1
+        input_ids[i, :m] = full[:-1]
+        target_ids[i, :m] = full[1:]
+        p, k = len(s.prompt_ids), len(s.prefix_ids)
+        # target position t holds token t+1: the prompt's last position predicts the first response token.
+        response_mask[i, p - 1:m] = True
+        prefix_mask[i, p - 1:p - 1 + k] = True
+        sampled_mask[i, p - 1 + k:m] = True
+        if s.rollout_logprobs:
+            rollout_logprobs[i, p - 1 + k:m] = torch.tensor(s.rollout_logprobs, dtype=torch.float32)
+    sample_index = torch.tensor([s.sample_index for s in seqs], dtype=torch.long)
+    return SequenceBatch(input_ids, target_ids, response_mask, prefix_mask, sampled_mask, rollout_logprobs,
+                         sample_index, list(seqs))

@@ -1,0 +1,49 @@
+"""Configuration of the training loop, checkpoints and logging (sections `train`, `checkpoint`, `logging`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500  # training steps (one rollout batch each); prefix-rft.md section 7
+    prompts_per_step: int = 128  # B: prompts per step; each gets algorithm.group_size rollouts
+    mini_batch_prompts: int = 64  # prompts per optimizer update: B / mini_batch_prompts updates per step
+    micro_batch_size: int = 8  # sequences per forward-backward micro-batch (per DP rank)
+    lr: float = 1e-6  # constant after warm-up (paper: 1e-6)
+    lr_warmup_steps: int = 0  # optimizer updates of linear warm-up
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0  # global grad-norm clip
+    colocate: bool = True  # engines share the trainer's devices (memory released during training)
+    eval_every: int = 50  # steps between evaluations on data.eval_files (0: only at the end)
+    eval_max_problems: int = 0  # evaluate on at most this many held-out problems (0: all)
+
+    def __post_init__(self):
+        if self.prompts_per_step % self.mini_batch_prompts:
+            raise ValueError(
+                f"train.mini_batch_prompts={self.mini_batch_prompts} must divide train.prompts_per_step="
+                f"{self.prompts_per_step}")
+        for name in ("steps", "prompts_per_step", "mini_batch_prompts", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1")
+
+
+@dataclass
+class CheckpointConfig:
+    save_every: int = 50  # steps between checkpoints (model, optimizer, scheduler, data position, RNG)
+    keep_last: int = 3  # older checkpoints are deleted once a newer one is complete
+    resume: bool = True  # start from the newest complete checkpoint in <output_dir>/checkpoints if there is one
+    export_hf_at_end: bool = True  # write <output_dir>/hf (HF safetensors) when training ends
+
+
+@dataclass
+class LoggingConfig:
+    output_dir: str = "outputs/run"  # checkpoints, metrics.jsonl, TensorBoard events, exports
+    tensorboard: bool = True
+    wandb_project: str = ""  # set to log to Weights & Biases too (needs `pip install wandb`)
+    progress: bool = True  # progress bar with step, reward and ETA
+    log_level: str = "INFO"

@@ -1,0 +1,413 @@
+"""The Prefix-RFT training loop on Megatron-Core.
+
+`Trainer.train_step` is prefix-rft.md section 1, one call per stage:
+    prompts -> rollout (on-policy + prefixed) -> reward -> advantages -> recompute old log-probs and entropy
+    -> prefix entropy mask -> mini-batch updates with the loss module -> weight sync
+Rollouts are generated and scored on global rank 0 (where the engine client lives) and broadcast; every
+data-parallel rank then trains on its share of each mini-batch. Everything that decides which tokens train (prefix
+lengths, sampling seeds, the entropy threshold, loss scaling) is independent of the parallel layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.pipeline_parallel import get_forward_backward_func
+from omegaconf import OmegaConf
+
+from prefix_rft_megatron import algo
+from prefix_rft_megatron.algo import AlgorithmName
+from prefix_rft_megatron.config import Config
+from prefix_rft_megatron.data import PromptDataset, PromptSampler, load_tokenizer
+from prefix_rft_megatron.model import ModelArch, build_gpt_model
+from prefix_rft_megatron.model.forward import mask_padded_vocab
+from prefix_rft_megatron.model.load import load_model_weights
+from prefix_rft_megatron.parallel.init import initialize_parallel
+from prefix_rft_megatron.rollout import GroupSpec, build_engine, generate_groups
+from prefix_rft_megatron.sync.weight_sync import WeightSync
+from prefix_rft_megatron.train.batch import SequenceBatch, TrainSequence, build_batch
+from prefix_rft_megatron.train.checkpoint import CheckpointManager
+from prefix_rft_megatron.train.metrics import MetricsWriter
+from prefix_rft_megatron.train.optim import build_optimizer, optimizer_step, wrap_ddp, zero_grads
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MicroBatch:
+    input_ids: torch.Tensor
+    loss_func: object
+
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        tc = cfg.train
+        self.layout = initialize_parallel(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.seed)
+        self.rank0 = dist.get_rank() == 0
+        self.out = Path(cfg.logging.output_dir)
+        self.algo_name = cfg.algorithm.name
+        self.G = 1 if self.algo_name == AlgorithmName.SFT else cfg.algorithm.group_size
+        self.K = 0 if self.algo_name in (AlgorithmName.SFT, AlgorithmName.RFT) else cfg.algorithm.num_prefixed
+        _check_layout(cfg, self.G, self.layout.dp)
+
+        self.tokenizer = load_tokenizer(cfg.data.tokenizer)
+        self.train_set = PromptDataset.from_config(cfg.data, "train", self.tokenizer)
+        self.sampler = PromptSampler(len(self.train_set), tc.prompts_per_step, seed=cfg.data.seed,
+                                     shuffle=cfg.data.shuffle)
+
+        self.arch = ModelArch.from_hf(cfg.model.hf_path)
+        dtype = getattr(torch, cfg.model.params_dtype)
+        use_te = {"auto": None, "transformer_engine": True, "local": False}[cfg.model.transformer_impl]
+        model = build_gpt_model(self.arch, params_dtype=dtype, use_te=use_te,
+                                make_vocab_size_divisible_by=cfg.model.make_vocab_size_divisible_by,
+                                recompute_granularity="full" if cfg.model.recompute_activations else None,
+                                recompute_method="uniform" if cfg.model.recompute_activations else None,
+                                recompute_num_layers=1 if cfg.model.recompute_activations else None)
+        load_model_weights(model, self._initial_checkpoint())
+        self.model = wrap_ddp(model, cfg.parallel.use_distributed_optimizer)
+        self.optimizer, self.scheduler = build_optimizer(
+            [self.model], lr=tc.lr, weight_decay=tc.weight_decay, adam_beta1=tc.adam_beta1,
+            adam_beta2=tc.adam_beta2, adam_eps=tc.adam_eps, grad_clip=tc.grad_clip,
+            use_distributed_optimizer=cfg.parallel.use_distributed_optimizer, params_dtype=dtype,
+            warmup_steps=tc.lr_warmup_steps)
+
+        self.engine = build_engine(cfg.rollout, hf_config=cfg.model.hf_path) if self.rank0 else None
+        self.weight_sync = WeightSync(self.model, self.arch, self.engine, cfg.rollout.weight_bucket_mib * 2**20)
+        self.scorer = None
+        if self.rank0:
+            from prefix_rft_megatron.reward import RewardScorer
+
+            self.scorer = RewardScorer(cfg.reward)
+        self.metrics = MetricsWriter(self.out, cfg.logging.tensorboard, cfg.logging.wandb_project,
+                                     OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True), self.rank0)
+        self.checkpoints = CheckpointManager(self.out / "checkpoints", cfg.checkpoint.keep_last)
+        self.start_step = 0
+
+    # ---- set-up ----
+
+    def _initial_checkpoint(self) -> Path:
+        """The Megatron checkpoint the policy starts from: model.megatron_ckpt, or model.hf_path converted once."""
+        if self.cfg.model.megatron_ckpt:
+            return Path(self.cfg.model.megatron_ckpt)
+        path = self.out / "init_megatron"
+        if self.rank0 and not (path / "metadata.json").is_file():
+            from prefix_rft_megatron.convert.hf_to_megatron import convert_hf_to_megatron
+
+            convert_hf_to_megatron(self.cfg.model.hf_path, path, tp=self.cfg.parallel.tp, pp=self.cfg.parallel.pp,
+                                   make_vocab_size_divisible_by=self.cfg.model.make_vocab_size_divisible_by,
+                                   overwrite=True, progress=False)
+        dist.barrier()
+        return path
+
+    def resume(self) -> None:
+        self.checkpoints.clean_partial()
+        latest = self.checkpoints.latest() if self.cfg.checkpoint.resume else None
+        if latest is None:
+            return
+        common = self.checkpoints.load(latest, self.model, self.optimizer)
+        self.start_step = int(common["step"])
+        self.sampler.load_state_dict(common["sampler"])
+        self.scheduler.load_state_dict(common["scheduler"])
+        torch.set_rng_state(common["rng_cpu"])
+        self.metrics.truncate_after(self.start_step - 1)
+        if self.rank0:
+            logger.info("resumed from %s (step %d)", latest, self.start_step)
+
+    def save(self, step: int) -> None:
+        common = {"step": step, "sampler": self.sampler.state_dict(), "scheduler": self.scheduler.state_dict(),
+                  "rng_cpu": torch.get_rng_state(), "config": OmegaConf.to_yaml(OmegaConf.structured(self.cfg))}
+        self.checkpoints.save(step, self.model, self.optimizer, common)
+
+    # ---- the loop ----
+
+    def run(self) -> None:
+        tc = self.cfg.train
+        self.resume()
+        self.weight_sync.sync(version=self.start_step)  # the engine starts from exactly the trainer's weights
+        bar = None
+        if self.rank0 and self.cfg.logging.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=tc.steps, initial=self.start_step, desc=f"{self.algo_name.value}", unit="step")
+        for step in range(self.start_step, tc.steps):
+            metrics = self.train_step(step)
+            last = step + 1 == tc.steps
+            if self.cfg.eval.benchmarks and ((tc.eval_every and (step + 1) % tc.eval_every == 0) or last):
+                metrics.update(self.evaluate())
+            self.metrics.write(step, metrics)
+            if (step + 1) % self.cfg.checkpoint.save_every == 0 or last:
+                self.save(step + 1)
+            if bar is not None:
+                bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}",
+                                eval=f"{metrics.get('eval/average', float('nan')):.3f}")
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if self.cfg.checkpoint.export_hf_at_end:
+            self.export_hf(self.out / "hf")
+        self.close()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        examples = self.train_set.batch(self.sampler.next_batch())
+        sequences = self.rollout(examples, step) if self.rank0 else None
+        t_rollout = time.perf_counter()
+        if self.rank0:
+            self.reward(sequences, examples)
+        sequences = _broadcast(sequences)
+        t_reward = time.perf_counter()
+        batch = build_batch(sequences, pad_id=self.tokenizer.pad_token_id or 0)
+        advantages = self.advantages(batch)
+        old_logprobs, entropy = self.recompute(batch)
+        advantages, keep = self.prefix_mask(batch, advantages, entropy, step)
+        t_recompute = time.perf_counter()
+        train_metrics = self.update(batch, advantages, old_logprobs, keep)
+        t_train = time.perf_counter()
+        sync = self.weight_sync.sync(version=step + 1)
+        t_sync = time.perf_counter()
+        metrics = {
+            **self.rollout_metrics(batch, old_logprobs, step),
+            **train_metrics,
+            "time/rollout": t_rollout - t0, "time/reward": t_reward - t_rollout,
+            "time/recompute": t_recompute - t_reward, "time/train": t_train - t_recompute,
+            "time/sync": t_sync - t_train, "time/step": t_sync - t0,
+            **sync.metrics(),
+            "throughput/tokens_per_s": float(batch.response_mask.sum()) / max(t_sync - t0, 1e-9),
+        }
+        return metrics
+
+    # ---- stages ----
+
+    def rollout(self, examples, step: int) -> list[TrainSequence]:
+        """G rollouts per prompt: G-K on-policy, K from demonstration prefixes (luffy: full demonstrations)."""
+        cfg = self.cfg
+        if self.algo_name == AlgorithmName.SFT:
+            return [TrainSequence(j, j, ex.prompt_ids, ex.demo_ids, ()) for j, ex in enumerate(examples)]
+        params = cfg.rollout.sampling_params()
+        if self.algo_name == AlgorithmName.LUFFY:
+            groups = [GroupSpec(j, ex.prompt_ids, ex.demo_ids, self.G - self.K) for j, ex in enumerate(examples)]
+        else:
+            prefix_lens = algo.sample_prefix_lengths(
+                cfg.algorithm.schedule, cfg.algorithm.seed, step,
+                [j * self.K + k for j in range(len(examples)) for k in range(self.K)],
+                [len(ex.demo_ids) for ex in examples for _ in range(self.K)])
+            groups = [GroupSpec(j, ex.prompt_ids, ex.demo_ids, self.G, tuple(prefix_lens[j * self.K:(j + 1) * self.K]))
+                      for j, ex in enumerate(examples)]
+        generated = generate_groups(self.engine, groups, params, step=step,
+                                    prefix_counts_toward_budget=cfg.rollout.prefix_counts_toward_budget)
+        sequences = []
+        for j, (ex, group) in enumerate(zip(examples, generated)):
+            for r in group:
+                sequences.append(TrainSequence(j, 0, tuple(ex.prompt_ids), tuple(r.prefix_ids), tuple(r.response_ids),
+                                               tuple(r.response_logprobs), finish_reason=r.finish_reason))
+            if self.algo_name == AlgorithmName.LUFFY:  # the demonstration is the group's off-policy member
+                sequences += [TrainSequence(j, 0, tuple(ex.prompt_ids), tuple(ex.demo_ids), ())
+                              for _ in range(self.K)]
+        for i, s in enumerate(sequences):
+            s.sample_index = i
+        return sequences
+
+    def reward(self, sequences: list[TrainSequence], examples) -> None:
+        """math-verify on the full response (prefix included) against the ground-truth answer."""
+        texts = [self.tokenizer.decode(list(s.prefix_ids + s.response_ids), skip_special_tokens=True)
+                 for s in sequences]
+        results = self.scorer.score(texts, [examples[s.group_id].answer for s in sequences])
+        for s, r in zip(sequences, results):
+            s.reward, s.correct = r.reward, r.correct
+
+    def advantages(self, batch: SequenceBatch) -> torch.Tensor:
+        seqs = batch.sequences
+        seq_adv = algo.group_advantages(
+            torch.tensor([s.reward for s in seqs]), torch.tensor([s.group_id for s in seqs]),
+            torch.tensor([s.from_demo for s in seqs]), self.algo_name, self.cfg.algorithm.continuation_baseline)
+        return algo.token_advantages(seq_adv, batch.response_mask, batch.prefix_mask)
+
+    def _rank_rows(self) -> list[list[int]]:
+        """For each mini-batch, the rows this DP rank trains on (a strided share: every rank gets equal work)."""
+        per_mini = self.cfg.train.mini_batch_prompts * self.G
+        n_mini = self.cfg.train.prompts_per_step // self.cfg.train.mini_batch_prompts
+        dp, r = self.layout.dp, parallel_state.get_data_parallel_rank()
+        return [list(range(m * per_mini + r, (m + 1) * per_mini, dp)) for m in range(n_mini)]
+
+    def _micro_batches(self, rows: list[int]) -> list[list[int]]:
+        mbs = self.cfg.train.micro_batch_size
+        return [rows[i:i + mbs] for i in range(0, len(rows), mbs)]
+
+    def _run_schedule(self, micro: list[MicroBatch], seq_len: int, forward_only: bool):
+        def forward_step(data_iter, model):
+            mb = next(data_iter)
+            pos = torch.arange(seq_len, device=mb.input_ids.device).unsqueeze(0).expand(mb.input_ids.shape[0], -1)
+            logits = mask_padded_vocab(model(mb.input_ids, pos, None), self.arch.vocab_size)
+            return logits, mb.loss_func
+
+        return get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iter(micro), model=[self.model],
+            num_microbatches=len(micro), seq_length=seq_len, micro_batch_size=len(micro[0].input_ids),
+            forward_only=forward_only)
+
+    def recompute(self, batch: SequenceBatch) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """The trainer's log-probs and entropies of every token of this rank's rows, before any update."""
+        logprobs, entropy = {}, {}
+        temperature = self.cfg.algorithm.temperature
+        device = self.layout.device
+        for rows in self._rank_rows():
+            mbs = self._micro_batches(rows)
+            micro = [MicroBatch(batch.input_ids[r].to(device),
+                                algo.make_recompute_func(batch.target_ids[r].to(device), temperature)) for r in mbs]
+            with torch.no_grad():
+                out = self._run_schedule(micro, batch.input_ids.shape[1], forward_only=True)
+            if parallel_state.is_pipeline_last_stage():
+                for r, o in zip(mbs, out):
+                    for k, row in enumerate(r):
+                        logprobs[row], entropy[row] = o["logprobs"][k].cpu(), o["entropy"][k].cpu()
+        return logprobs, entropy
+
+    def prefix_mask(self, batch, advantages, entropy, step):
+        """Keep the top-rho prefix tokens by entropy (threshold over the whole step batch, all DP ranks)."""
+        if not parallel_state.is_pipeline_last_stage():
+            return advantages, None
+        rows = [r for mini in self._rank_rows() for r in mini]
+        keep_list = algo.prefix_keep_masks(
+            [entropy[r][None] for r in rows], [batch.prefix_mask[r][None] for r in rows], self.cfg.algorithm.prefix_mask,
+            seed=self.cfg.algorithm.seed, step=step, sample_indices=[batch.sample_index[r][None] for r in rows],
+            group=parallel_state.get_data_parallel_group())
+        keep = torch.zeros_like(batch.prefix_mask)
+        for r, k in zip(rows, keep_list):
+            keep[r] = k[0]
+        if self.algo_name == AlgorithmName.PREFIX_RFT:
+            advantages = algo.apply_prefix_keep(advantages, batch.prefix_mask, keep)
+        return advantages, keep
+
+    def update(self, batch, advantages, old_logprobs, keep) -> dict[str, float]:
+        """One optimizer update per mini-batch with the loss module (Dr. GRPO scaling over the global mini-batch)."""
+        cfg = self.cfg
+        device = self.layout.device
+        last = parallel_state.is_pipeline_last_stage()
+        per_mini = cfg.train.mini_batch_prompts * self.G
+        all_metrics, grad_norms = [], []
+        for rows in self._rank_rows():
+            mbs = self._micro_batches(rows)
+            micro = []
+            for r in mbs:
+                inputs = algo.LossInputs(
+                    target_ids=batch.target_ids[r].to(device),
+                    response_mask=batch.response_mask[r].to(device),
+                    advantages=advantages[r].to(device),
+                    old_logprobs=torch.stack([old_logprobs[i] for i in r]).to(device) if last else
+                    torch.zeros(len(r), batch.input_ids.shape[1], device=device),
+                    prefix_mask=batch.prefix_mask[r].to(device) if self.K else None,
+                    prefix_keep_mask=keep[r].to(device) if (keep is not None and self.K) else None,
+                )
+                loss_func = algo.make_loss_func(inputs, cfg.algorithm, num_global_sequences=per_mini,
+                                                num_microbatches=len(mbs), data_parallel_size=self.layout.dp)
+                micro.append(MicroBatch(batch.input_ids[r].to(device), loss_func))
+            zero_grads([self.model], self.optimizer)
+            out = self._run_schedule(micro, batch.input_ids.shape[1], forward_only=False)
+            stats = optimizer_step(self.optimizer, self.scheduler)
+            grad_norms.append(stats.grad_norm if stats.grad_norm is not None else float("nan"))
+            all_metrics += out if last else []
+        metrics = self._reduce_train_metrics(all_metrics)
+        metrics["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
+        metrics["train/lr"] = stats.lr
+        metrics["train/updates"] = float(len(grad_norms))
+        return metrics
+
+    def _reduce_train_metrics(self, per_micro) -> dict[str, float]:
+        """Loss-module metrics reduced over micro-batches and DP, then sent from the last PP stage to rank 0."""
+        reduced = algo.reduce_metrics(per_micro) if parallel_state.is_pipeline_last_stage() else None
+        if self.layout.pp > 1:
+            holder = [reduced]
+            src = dist.get_process_group_ranks(parallel_state.get_pipeline_model_parallel_group())[-1]
+            dist.broadcast_object_list(holder, src=src, group=parallel_state.get_pipeline_model_parallel_group())
+            reduced = holder[0]
+        return {f"loss/{k}" if "/" not in k else k: v for k, v in (reduced or {}).items()}
+
+    def rollout_metrics(self, batch: SequenceBatch, old_logprobs, step: int) -> dict[str, float]:
+        seqs = batch.sequences
+        on = [s for s in seqs if not s.from_demo]
+        pre = [s for s in seqs if s.from_demo]
+        mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+        m = {
+            "reward/mean": mean([s.reward for s in seqs]),
+            "reward/on_policy": mean([s.reward for s in on]),
+            "reward/prefixed": mean([s.reward for s in pre]),
+            "accuracy/on_policy": mean([float(s.correct) for s in on]),
+            "response/length_mean": mean([len(s.prefix_ids) + len(s.response_ids) for s in seqs]),
+            "response/truncated_frac": mean([float(s.finish_reason == "length") for s in on]),
+            "prefix/low_t": algo.low_bound(self.cfg.algorithm.schedule, step),
+            "prefix/tokens_mean": mean([len(s.prefix_ids) for s in pre]),
+        }
+        m.update(self._logprob_gap(batch, old_logprobs))
+        return m
+
+    def _logprob_gap(self, batch: SequenceBatch, old_logprobs) -> dict[str, float]:
+        """Rollout engine vs trainer log-probs on the sampled tokens (the check slime's users watch at step 0)."""
+        if not parallel_state.is_pipeline_last_stage() or not old_logprobs:
+            stats = torch.zeros(3, dtype=torch.float64)
+        else:
+            rows = sorted(old_logprobs)
+            mask = batch.sampled_mask[rows]
+            diff = (torch.stack([old_logprobs[r] for r in rows]) - batch.rollout_logprobs[rows]).abs()[mask]
+            stats = torch.tensor([diff.sum().item(), float(diff.numel()), diff.max().item() if diff.numel() else 0.0],
+                                 dtype=torch.float64)
+        if dist.get_world_size() > 1:
+            total = stats[:2].clone()
+            peak = stats[2:].clone()
+            dist.all_reduce(total)
+            dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+            stats = torch.cat([total, peak])
+        n = stats[1].item()
+        # Only the last PP stage holds log-probs; each row was counted once (one DP rank, one TP rank per row set)
+        tp = self.layout.tp
+        return {"logprob_diff/mean": stats[0].item() / n if n else float("nan"),
+                "logprob_diff/max": stats[2].item(), "logprob_diff/tokens": n / tp}
+
+    def evaluate(self) -> dict[str, float]:
+        from prefix_rft_megatron.train.evaluate import evaluate_in_training
+
+        return evaluate_in_training(self) if self.rank0 else {}
+
+    def export_hf(self, out_dir: Path) -> None:
+        from prefix_rft_megatron.train.export import export_hf
+
+        export_hf(self, out_dir)
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.scorer is not None:
+            self.scorer.close()
+        if self.engine is not None:
+            self.engine.shutdown()
+
+
+def _broadcast(obj):
+    if dist.get_world_size() == 1:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def _check_layout(cfg: Config, G: int, dp: int) -> None:
+    per_mini = cfg.train.mini_batch_prompts * G
+    unit = dp * cfg.train.micro_batch_size
+    if per_mini % unit:
+        raise ValueError(
+            f"train: a mini-batch has {per_mini} sequences (mini_batch_prompts={cfg.train.mini_batch_prompts} x "
+            f"group {G}), not divisible by dp={dp} x micro_batch_size={cfg.train.micro_batch_size}")
+    if cfg.rollout.temperature != cfg.algorithm.temperature:
+        raise ValueError(f"rollout.temperature={cfg.rollout.temperature} must equal algorithm.temperature="
+                         f"{cfg.algorithm.temperature} (log-probs and entropies are defined at that temperature)")
+    if cfg.algorithm.loss.kl_coef > 0:
+        raise ValueError("algorithm.loss.kl_coef > 0: the loss supports KL, but the trainer keeps no reference "
+                         "model yet; leave it at 0")
+    if not cfg.model.hf_path:
+        raise ValueError("model.hf_path is required (the HF directory the policy starts from)")

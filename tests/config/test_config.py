@@ -1,0 +1,55 @@
+"""Config: structured defaults, YAML overrides, dotlist overrides, and one-line errors naming the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prefix_rft_megatron.config import ConfigError, load_config, to_yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_base_yaml_is_the_schema_defaults():
+    """conf/base.yaml lists every default; regenerate with `prefix-rft show-config --defaults > conf/base.yaml`."""
+    assert (REPO / "conf" / "base.yaml").read_text() == to_yaml(load_config())
+
+
+def test_yaml_then_dotlist_precedence(tmp_path):
+    f = tmp_path / "a.yaml"
+    f.write_text("train:\n  steps: 7\n  lr: 0.5\nparallel:\n  tp: 2\n")
+    cfg = load_config([f], ["train.steps=9"])
+    assert (cfg.train.steps, cfg.train.lr, cfg.parallel.tp) == (9, 0.5, 2)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("model.hf_pth=x", "config: override 'model.hf_pth=x': unknown key 'model.hf_pth' (did you mean 'model.hf_path'?)"),
+    ("parallel.tp=two", "config: override 'parallel.tp=two': bad value for 'parallel.tp'"),
+    ("model.params_dtype=fp8", "config: model.params_dtype: 'fp8' is not float32 or bfloat16"),
+    ("train.mini_batch_prompts=3", "config: train.mini_batch_prompts=3 must divide train.prompts_per_step=128"),
+])
+def test_override_errors_are_one_line(override, expected):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=[override])
+    assert str(e.value).startswith(expected) and "\n" not in str(e.value)
+
+
+def test_yaml_unknown_key_names_the_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("rollout:\n  temprature: 0.7\n")
+    with pytest.raises(ConfigError, match=rf"config: {f}: unknown key 'rollout.temprature' \(did you mean 'rollout.temperature'\?\)"):
+        load_config([f])
+
+
+def test_cli_reports_one_line_and_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "prefix_rft_megatron.cli", "show-config", "train.stepz=1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: config: override 'train.stepz=1': unknown key 'train.stepz' (did you mean 'train.steps'?)")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "conf").glob("*.yaml")))
+def test_shipped_configs_load(path):
+    load_config([path])
