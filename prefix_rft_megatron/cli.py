@@ -5,6 +5,7 @@
   prefix-rft compare-logits --hf-dir DIR [--tp N] [--pp M]    Megatron vs HF logits (same as tools/compare_logits.py)
   prefix-rft train [CONFIG.yaml ...] [key=value ...]          the Prefix-RFT training loop
   prefix-rft eval --hf-dir DIR [--bench FILE ...] [k=v ...]    avg@k / pass@k on benchmark files
+  prefix-rft launch [--executor local|slurm] [--dryrun] CONF.yaml [k=v ...]   NeMo-Run (torchrun / Slurm)
   prefix-rft demo [--out DIR]                                  the CPU demo (see prefix_rft_megatron/demo.py)
 """
 
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from prefix_rft_megatron.evaluation.cli import main as eval_main
 
         return eval_main(rest)
+    if cmd == "launch":
+        from prefix_rft_megatron.launch.cli import main as launch_main
+
+        return launch_main(rest)
     if cmd == "demo":
         from prefix_rft_megatron.demo import main as demo_main
 

@@ -50,14 +50,24 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         if not path.is_file():
             raise ConfigError(f"config: {path}: file not found")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            loaded = OmegaConf.load(path)
+        except Exception as e:  # noqa: BLE001 - YAML syntax errors come from the yaml library
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"config: {path}: not valid YAML ({first})") from None
+        try:
+            cfg = OmegaConf.merge(cfg, loaded)
         except OmegaConfBaseException as e:
             raise _explain(e, schema, str(path)) from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"config: override {item!r} is not of the form key=value")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            parsed = OmegaConf.from_dotlist([item])
+        except Exception as e:  # noqa: BLE001 - the value is YAML; a malformed one must still be one line
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"config: override {item!r}: cannot parse the value ({first})") from None
+        try:
+            cfg = OmegaConf.merge(cfg, parsed)
         except OmegaConfBaseException as e:
             raise _explain(e, schema, f"override {item!r}") from None
     try:

@@ -53,3 +53,12 @@ def test_cli_reports_one_line_and_exit_code(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "conf").glob("*.yaml")))
 def test_shipped_configs_load(path):
     load_config([path])
+
+
+def test_malformed_values_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"^config: override \"eval.benchmarks='\[\]\": cannot parse the value"):
+        load_config(overrides=["eval.benchmarks='[]"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match=rf"^config: {bad}: not valid YAML"):
+        load_config([bad])

@@ -1,0 +1,108 @@
+"""`python -m prefix_rft_megatron.launch` (`prefix-rft launch`): run `prefix-rft train` through NeMo-Run.
+
+  python -m prefix_rft_megatron.launch [--executor local|slurm] [--nodes N] [--gpus-per-node G]
+      [--container-image IMG] [--mount SRC:DST ...] [--env KEY=VALUE ...] [--account A] [--partition P]
+      [--time HH:MM:SS] [--job-name NAME] [--packager git|none] [--ssh-host H --remote-job-dir DIR]
+      [--command train] [--dryrun] CONFIG.yaml ... [key=value ...]
+
+The config files and overrides are checked here first (the same loader `train` uses), so a typo fails before a
+job is queued. `--dryrun` prints the torchrun command and, for Slurm, the sbatch script; nothing runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from prefix_rft_megatron.launch.config import LaunchConfig
+
+
+def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig, argparse.Namespace]:
+    d = LaunchConfig()
+    p = argparse.ArgumentParser(prog="prefix-rft launch", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--executor", choices=["local", "slurm"], default=d.executor)
+    p.add_argument("--nodes", type=int, default=d.nodes)
+    p.add_argument("--gpus-per-node", type=int, default=d.gpus_per_node, help="processes (GPUs) per node")
+    p.add_argument("--command", default=d.command, help="prefix-rft subcommand to run (default: train)")
+    p.add_argument("--container-image", default=d.container_image)
+    p.add_argument("--mount", action="append", default=[], help="container mount SRC:DST (repeatable)")
+    p.add_argument("--env", action="append", default=[], help="KEY=VALUE for every process (repeatable)")
+    p.add_argument("--account", default=d.account)
+    p.add_argument("--partition", default=d.partition)
+    p.add_argument("--time", default=d.time)
+    p.add_argument("--job-name", default=d.job_name)
+    p.add_argument("--experiment-dir", default=d.experiment_dir, help="NeMo-Run home for this experiment")
+    p.add_argument("--packager", choices=["git", "none"], default=d.packager)
+    p.add_argument("--ssh-host", default=d.ssh_host)
+    p.add_argument("--ssh-user", default=d.ssh_user)
+    p.add_argument("--remote-job-dir", default=d.remote_job_dir)
+    p.add_argument("--no-exclusive", action="store_true", help="do not ask Slurm for whole nodes")
+    p.add_argument("--follow", action="store_true", help="Slurm: wait for the job and tail its logs")
+    p.add_argument("--no-check", action="store_true", help="do not load the config here before launching")
+    p.add_argument("--dryrun", action="store_true", help="print the command (and sbatch script); run nothing")
+    p.add_argument("config", nargs="*", help="CONFIG.yaml files and key=value overrides for the subcommand")
+    a = p.parse_args(list(argv))
+    env = {}
+    for item in a.env:
+        if "=" not in item:
+            p.error(f"--env {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        env[k] = v
+    files = [c for c in a.config if c.endswith((".yaml", ".yml")) and "=" not in c]
+    lc = LaunchConfig(
+        executor=a.executor, nodes=a.nodes, gpus_per_node=a.gpus_per_node, command=a.command, config_files=files,
+        overrides=[c for c in a.config if c not in files], env=env, job_name=a.job_name,
+        experiment_dir=a.experiment_dir, account=a.account, partition=a.partition, time=a.time,
+        container_image=a.container_image, mounts=a.mount, exclusive=not a.no_exclusive, packager=a.packager,
+        ssh_host=a.ssh_host, ssh_user=a.ssh_user, remote_job_dir=a.remote_job_dir, detach=not a.follow,
+    )  # fmt: skip
+    return lc, a
+
+
+def check_config(lc: LaunchConfig) -> None:
+    """Load the run's config here (raises ConfigError naming the file/key). Also checks the world size the job
+    gets against the config's TP x PP."""
+    from prefix_rft_megatron.config import ConfigError, load_config
+
+    cfg = load_config(lc.config_files, lc.overrides)
+    world = lc.nodes * lc.gpus_per_node
+    mp = cfg.parallel.tp * cfg.parallel.pp
+    if lc.command == "train" and world % mp:
+        raise ConfigError(f"launch: {lc.nodes} nodes x {lc.gpus_per_node} GPUs = {world} processes is not a "
+                          f"multiple of parallel.tp x parallel.pp = {mp}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        lc, a = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as e:  # LaunchConfig.__post_init__
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not a.no_check:
+        from prefix_rft_megatron.config import ConfigError
+
+        try:
+            check_config(lc)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    from prefix_rft_megatron.launch import recipes
+
+    if a.dryrun:
+        out = recipes.dryrun(lc)
+        if "sbatch" in out:
+            print(out["sbatch"])
+        else:
+            print(out["command"])
+        return 0
+    result = recipes.launch(lc, tail_logs=lc.executor == "local" or a.follow)
+    print(f"experiment {result['experiment_id']}: {result['status']} (logs: {result['job_dir']})")
+    if lc.executor == "local":
+        return 0 if result["status"].upper().startswith("SUCCEEDED") else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
