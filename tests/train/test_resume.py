@@ -83,6 +83,10 @@ def test_sigkill_mid_run_and_mid_save_resumes_exactly(tiny_policy, tmp_path):
 def test_keep_last_and_export(tiny_policy, tmp_path):
     out = tmp_path / "run"
     run(train_args(tiny_policy, out, 3, **{"checkpoint.keep_last": 2, "checkpoint.export_hf_at_end": "true"}))
+    # The engine samples with exactly the trainer's weights at every step (synced after each update): the log-probs
+    # it returned equal the trainer's recomputation (fp32 HF vs Megatron, same bound as the logits parity).
+    rows = metrics(out)
+    assert all(r["logprob_diff/tokens"] > 0 and r["logprob_diff/max"] <= 1e-4 for r in rows), rows
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert names == ["latest", "step_000002", "step_000003"]
     from transformers import AutoModelForCausalLM
