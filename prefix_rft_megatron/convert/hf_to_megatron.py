@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,7 +16,7 @@ from tqdm import tqdm
 
 from prefix_rft_megatron.convert import mapping
 from prefix_rft_megatron.convert.dist_ckpt import LazyChunk, write_checkpoint
-from prefix_rft_megatron.convert.hf_io import HFCheckpointReader, copy_side_files
+from prefix_rft_megatron.convert.hf_io import HFCheckpointReader, atomic_output_dir, copy_side_files
 from prefix_rft_megatron.model.arch import ArchError, ModelArch
 
 logger = logging.getLogger(__name__)
@@ -105,14 +102,8 @@ def convert_hf_to_megatron(hf_dir: str | Path, out_dir: str | Path, tp: int = 1,
     missing = [n for n in mapping.all_hf_names(arch) if n not in hf.weight_map]
     if missing:
         raise ArchError(f"{hf_dir}: checkpoint lacks {len(missing)} tensors the config implies, e.g. {missing[0]!r}")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
     padded = arch.padded_vocab_size(tp, make_vocab_size_divisible_by)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed at the end: a crash never leaves a half checkpoint at out_dir.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with atomic_output_dir(out_dir, overwrite) as tmp:
         bar = tqdm(total=0, unit="B", unit_scale=True, desc="hf->megatron", disable=not progress)
         chunks = plan_chunks(arch, hf, padded, dtype, on_chunk=lambda t: bar.update(t.numel() * t.element_size()))
         bar.total = sum(_numel(c.sizes) * c.dtype.itemsize for c in chunks)
@@ -127,12 +118,6 @@ def convert_hf_to_megatron(hf_dir: str | Path, out_dir: str | Path, tp: int = 1,
             "source": str(hf_dir),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("hf->megatron: %s -> %s (%d tensors, padded vocab %d)", hf_dir, out_dir, len(chunks), padded)
     return out_dir
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
 from prefix_rft_megatron.convert import mapping
 from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
-from prefix_rft_megatron.convert.hf_io import HFShardWriter, copy_side_files
+from prefix_rft_megatron.convert.hf_io import HFShardWriter, atomic_output_dir, copy_side_files
 from prefix_rft_megatron.convert.hf_to_megatron import HF_SUBDIR, META_FILE
 from prefix_rft_megatron.model.arch import ArchError, ModelArch
 
@@ -43,11 +40,7 @@ def convert_megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, hf_config_
             raise ArchError(f"{ckpt_dir}: checkpoint has no {key!r} (does it belong to this architecture?)")
         if rule.per_layer and reader.shape(key)[0] != arch.num_layers:
             raise ArchError(f"{ckpt_dir}: {key} has {reader.shape(key)[0]} layers, config says {arch.num_layers}")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with atomic_output_dir(out_dir, overwrite) as tmp:
         writer = HFShardWriter(tmp, max_shard_bytes)
         # HF order: embeddings, then layer by layer, then final norm and head.
         order = [(r, None) for r in rules if r.megatron.startswith("embedding")]
@@ -63,11 +56,5 @@ def convert_megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, hf_config_
             copy_side_files(side_dir, tmp)
         if not (tmp / "config.json").is_file():
             raise ArchError(f"{ckpt_dir}: no HF config.json to ship with the weights; pass --hf-config DIR")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("megatron->hf: %s -> %s", ckpt_dir, out_dir)
     return out_dir

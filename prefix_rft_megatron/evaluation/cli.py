@@ -52,19 +52,10 @@ def hf_weight_buckets(hf_dir: str | Path, max_bytes: int) -> Iterator[List[Tuple
     """The tensors of an HF safetensors directory as (name, tensor) buckets of at most `max_bytes` (a larger tensor
     goes alone), read one tensor at a time."""
     from prefix_rft_megatron.convert.hf_io import HFCheckpointReader
+    from prefix_rft_megatron.rollout.weight_buckets import bucketize
 
     reader = HFCheckpointReader(hf_dir)
-    bucket, size = [], 0
-    for name in sorted(reader.weight_map):
-        t = reader.get(name)
-        nb = t.numel() * t.element_size()
-        if bucket and size + nb > max_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, t))
-        size += nb
-    if bucket:
-        yield bucket
+    yield from bucketize(((name, reader.get(name)) for name in sorted(reader.weight_map)), max_bytes)
 
 
 def check_coverage(model, hf_dir: str | Path) -> None:

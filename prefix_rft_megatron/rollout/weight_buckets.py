@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 from types import SimpleNamespace
 from typing import Iterable, Iterator, List, Sequence, Tuple
 
@@ -30,23 +31,28 @@ def tensor_nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def rebucket(buckets: Iterable[NamedTensors], max_bytes: int) -> Iterator[List[Tuple[str, torch.Tensor]]]:
-    """Regroup a stream of (name, tensor) buckets into buckets of at most `max_bytes` (a larger tensor goes alone).
-    Only references are regrouped; nothing is copied, and at most one output bucket is held at a time."""
+def bucketize(named: Iterable[Tuple[str, torch.Tensor]], max_bytes: int) -> Iterator[List[Tuple[str, torch.Tensor]]]:
+    """Group (name, tensor) pairs, in order, into buckets of at most `max_bytes`; a tensor larger than that goes
+    alone, and a change of dtype starts a new bucket (so a flat byte buffer keeps every tensor aligned).
+    Only references are grouped: nothing is copied, and a lazy input stays lazy (one bucket alive at a time)."""
     if max_bytes <= 0:
-        raise ValueError(f"max_bytes={max_bytes}: must be > 0")
+        raise ValueError(f"weight buckets: bucket size {max_bytes} bytes must be > 0")
     cur: List[Tuple[str, torch.Tensor]] = []
     size = 0
-    for bucket in buckets:
-        for name, t in bucket:
-            nb = tensor_nbytes(t)
-            if cur and size + nb > max_bytes:
-                yield cur
-                cur, size = [], 0
-            cur.append((name, t))
-            size += nb
+    for name, t in named:
+        nb = tensor_nbytes(t)
+        if cur and (size + nb > max_bytes or t.dtype != cur[0][1].dtype):
+            yield cur
+            cur, size = [], 0
+        cur.append((name, t))
+        size += nb
     if cur:
         yield cur
+
+
+def rebucket(buckets: Iterable[NamedTensors], max_bytes: int) -> Iterator[List[Tuple[str, torch.Tensor]]]:
+    """Regroup a stream of buckets into buckets of at most `max_bytes` (see `bucketize`)."""
+    return bucketize(itertools.chain.from_iterable(buckets), max_bytes)
 
 
 def flatten_bucket(named: NamedTensors) -> Tuple[torch.Tensor, List[SimpleNamespace]]:

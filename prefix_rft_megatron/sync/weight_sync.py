@@ -28,31 +28,13 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from prefix_rft_megatron.model.arch import ModelArch
-from prefix_rft_megatron.rollout.weight_buckets import flatten_bucket, tensor_nbytes, unflatten_bucket
+from prefix_rft_megatron.rollout.weight_buckets import bucketize, flatten_bucket, tensor_nbytes, unflatten_bucket
 from prefix_rft_megatron.sync.gather import iter_hf_tensors
 
 logger = logging.getLogger(__name__)
 
 Bucket = List[Tuple[str, torch.Tensor]]
 DEFAULT_BUCKET_MIB = 512  # rollout.weight_bucket_mib's default
-
-
-def bucketize(named: Iterable[Tuple[str, torch.Tensor]], max_bytes: int) -> Iterator[Bucket]:
-    """Group (name, tensor) pairs in order into buckets of at most `max_bytes`; a tensor larger than that goes
-    alone, and a change of dtype starts a new bucket (so a flat byte buffer keeps every tensor aligned)."""
-    if max_bytes <= 0:
-        raise ValueError(f"weight sync: bucket size {max_bytes} bytes must be > 0")
-    cur: Bucket = []
-    size = 0
-    for name, t in named:
-        nb = tensor_nbytes(t)
-        if cur and (size + nb > max_bytes or t.dtype != cur[0][1].dtype):
-            yield cur
-            cur, size = [], 0
-        cur.append((name, t))
-        size += nb
-    if cur:
-        yield cur
 
 
 @dataclass
