@@ -1,0 +1,40 @@
+"""The algorithm core of Prefix-RFT: prefix schedule, advantages, token statistics, prefix mask, loss.
+
+One module per concern; the trainer calls them in the order of prefix-rft.md (schedule -> advantages -> recompute
+log-probs and entropy -> prefix mask -> loss).
+"""
+
+from prefix_rft_megatron.algo.advantages import SequenceAdvantages, group_advantages, token_advantages
+from prefix_rft_megatron.algo.config import (
+    AlgorithmConfig,
+    AlgorithmName,
+    ContinuationBaseline,
+    KLEstimator,
+    LossConfig,
+    MaskScope,
+    MaskSelection,
+    PrefixMaskConfig,
+    PrefixScheduleConfig,
+    ScheduleKind,
+)
+from prefix_rft_megatron.algo.loss import (
+    LossInputs,
+    kl_penalty,
+    make_loss_func,
+    make_recompute_func,
+    reduce_metrics,
+    token_losses,
+)
+from prefix_rft_megatron.algo.prefix_mask import apply_prefix_keep, batch_threshold, prefix_keep_masks
+from prefix_rft_megatron.algo.schedule import draw_prefix_fraction, low_bound, prefix_length, sample_prefix_lengths
+from prefix_rft_megatron.algo.token_stats import vocab_parallel_token_stats
+
+__all__ = [
+    "AlgorithmConfig", "AlgorithmName", "ContinuationBaseline", "KLEstimator", "LossConfig", "MaskScope",
+    "MaskSelection", "PrefixMaskConfig", "PrefixScheduleConfig", "ScheduleKind",
+    "SequenceAdvantages", "group_advantages", "token_advantages",
+    "LossInputs", "kl_penalty", "make_loss_func", "make_recompute_func", "reduce_metrics", "token_losses",
+    "apply_prefix_keep", "batch_threshold", "prefix_keep_masks",
+    "draw_prefix_fraction", "low_bound", "prefix_length", "sample_prefix_lengths",
+    "vocab_parallel_token_stats",
+]
