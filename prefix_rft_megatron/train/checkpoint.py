@@ -21,8 +21,9 @@ from megatron.core import dist_checkpointing
 
 logger = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-# Megatron's default optimizer sharding hits "flattened_range is not supported" on CPU; dp_reshardable works on
-# CPU and GPU and can be resumed with another DP size.
+# Optimizer state layout. dp_reshardable works on CPU and GPU and resumes with another DP size. Resuming with
+# another TP/PP needs "fully_reshardable", whose loader in megatron-core 0.16 fails on the torch-Adam path
+# (KeyError 'step' in _set_main_param_and_optimizer_states): not supported here yet.
 _OPTIM_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 
 
@@ -48,10 +49,7 @@ def _init_empty_adam_state(optimizer) -> None:
     megatron-core's init_state_fn for torch Adam creates exp_avg/exp_avg_sq but no `step`, and the distributed
     optimizer's state_dict() asserts on it (the TE/apex path keeps step elsewhere). The load overwrites all of it.
     """
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(opt, "optimizer", None)
-        if inner is None:
-            continue
+    for inner in _inner_optimizers(optimizer):
         for group in inner.param_groups:
             for p in group["params"]:
                 state = inner.state[p]
@@ -59,6 +57,13 @@ def _init_empty_adam_state(optimizer) -> None:
                     state["exp_avg"] = torch.zeros_like(p.data)
                     state["exp_avg_sq"] = torch.zeros_like(p.data)
                 state.setdefault("step", torch.tensor(0.0))
+
+
+def _inner_optimizers(optimizer):
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if inner is not None:
+            yield inner
 
 
 def _restore_adam_steps(optimizer) -> None:
@@ -69,10 +74,7 @@ def _restore_adam_steps(optimizer) -> None:
     where it is restored it is ONE tensor shared by all parameters (torch increments it in place per parameter).
     Either way a resumed run would diverge from an uninterrupted one (tests/train/test_resume.py catches it).
     """
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(opt, "optimizer", None)
-        if inner is None:
-            continue
+    for inner in _inner_optimizers(optimizer):
         for group in inner.param_groups:
             if "step" not in group:
                 continue

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import train_args
+from train_runs import train_args
 from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
 
 TIMING = ("time/", "throughput/", "weight_sync/seconds", "weight_sync/gb_per_s")

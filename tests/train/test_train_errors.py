@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from conftest import train_args
+from train_runs import train_args
 
 
 def train(args):
