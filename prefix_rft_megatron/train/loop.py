@@ -163,6 +163,8 @@ class Trainer:
         if self.rank0:
             self.reward(sequences, examples)
         sequences = _broadcast(sequences)
+        if self.cfg.train.colocate and self.engine is not None:
+            self.engine.release_memory()  # colocated: the engines' weights and KV cache leave the GPU while we train
         t_reward = time.perf_counter()
         batch = build_batch(sequences, pad_id=self.tokenizer.pad_token_id or 0)
         advantages = self.advantages(batch)
@@ -171,6 +173,8 @@ class Trainer:
         t_recompute = time.perf_counter()
         train_metrics = self.update(batch, advantages, old_logprobs, keep)
         t_train = time.perf_counter()
+        if self.cfg.train.colocate and self.engine is not None:
+            self.engine.resume_memory()
         sync = self.weight_sync.sync(version=step + 1)
         t_sync = time.perf_counter()
         metrics = {
