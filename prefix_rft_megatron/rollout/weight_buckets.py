@@ -31,9 +31,11 @@ def tensor_nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def bucketize(named: Iterable[Tuple[str, torch.Tensor]], max_bytes: int) -> Iterator[List[Tuple[str, torch.Tensor]]]:
+def bucketize(named: Iterable[Tuple[str, torch.Tensor]], max_bytes: int,
+              split_on_dtype: bool = True) -> Iterator[List[Tuple[str, torch.Tensor]]]:
     """Group (name, tensor) pairs, in order, into buckets of at most `max_bytes`; a tensor larger than that goes
-    alone, and a change of dtype starts a new bucket (so a flat byte buffer keeps every tensor aligned).
+    alone, and (with `split_on_dtype`) a change of dtype starts a new bucket, so a flat byte buffer keeps every
+    tensor aligned without relying on the order of itemsizes.
     Only references are grouped: nothing is copied, and a lazy input stays lazy (one bucket alive at a time)."""
     if max_bytes <= 0:
         raise ValueError(f"weight buckets: bucket size {max_bytes} bytes must be > 0")
@@ -41,7 +43,7 @@ def bucketize(named: Iterable[Tuple[str, torch.Tensor]], max_bytes: int) -> Iter
     size = 0
     for name, t in named:
         nb = tensor_nbytes(t)
-        if cur and (size + nb > max_bytes or t.dtype != cur[0][1].dtype):
+        if cur and (size + nb > max_bytes or (split_on_dtype and t.dtype != cur[0][1].dtype)):
             yield cur
             cur, size = [], 0
         cur.append((name, t))
@@ -51,8 +53,9 @@ def bucketize(named: Iterable[Tuple[str, torch.Tensor]], max_bytes: int) -> Iter
 
 
 def rebucket(buckets: Iterable[NamedTensors], max_bytes: int) -> Iterator[List[Tuple[str, torch.Tensor]]]:
-    """Regroup a stream of buckets into buckets of at most `max_bytes` (see `bucketize`)."""
-    return bucketize(itertools.chain.from_iterable(buckets), max_bytes)
+    """Regroup a stream of buckets into buckets of at most `max_bytes`, dtypes mixed (see `bucketize`);
+    `flatten_bucket` checks the alignment of each tensor in the flat buffer."""
+    return bucketize(itertools.chain.from_iterable(buckets), max_bytes, split_on_dtype=False)
 
 
 def flatten_bucket(named: NamedTensors) -> Tuple[torch.Tensor, List[SimpleNamespace]]:
