@@ -6,6 +6,7 @@
   prefix-rft train [CONFIG.yaml ...] [key=value ...]          the Prefix-RFT training loop
   prefix-rft eval --hf-dir DIR [--bench FILE ...] [k=v ...]    avg@k / pass@k on benchmark files
   prefix-rft launch [--executor local|slurm] [--dryrun] CONF.yaml [k=v ...]   NeMo-Run (torchrun / Slurm)
+  prefix-rft demo-rl [--quick] [--seeds 1,2]                   EXPERIMENTAL: Prefix-RFT vs RFT vs SFT on CPU
   prefix-rft demo [--out DIR]                                  the CPU demo (see prefix_rft_megatron/demo.py)
 """
 
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from prefix_rft_megatron.launch.cli import main as launch_main
 
         return launch_main(rest)
+    if cmd == "demo-rl":
+        from prefix_rft_megatron.demo_rl import main as demo_rl_main
+
+        return demo_rl_main(rest)
     if cmd == "demo":
         from prefix_rft_megatron.demo import main as demo_main
 

@@ -1,0 +1,269 @@
+"""`prefix-rft demo-rl` (EXPERIMENTAL, results not yet as the issue asks): Prefix-RFT vs RFT vs SFT on a 2-core CPU, end to end, in about a quarter of an hour.
+
+1. base policy (cached under --out/base, reruns skip it): a random ~1M-parameter Qwen2-shaped model with the bundled
+   721-token tokenizer, then a brief SFT on the `pretrain` split of the bundled 1-digit arithmetic data
+   (`bundled:math_easy`), short enough that the base is weak (about 5-25% greedy held-out accuracy): it knows the
+   solution format and the easiest kinds, not the multi-step ones. Its held-out accuracy is the `base` row.
+2. from that base, for every seed: `prefix-rft train conf/cpu_demo.yaml algorithm.name=PREFIX_RFT|RFT|SFT ...`, each
+   a subprocess, on the same `train` split with the same prompts per step and steps (RL: 8 rollouts per prompt,
+   Prefix-RFT replacing 1 of the 8 by a demonstration-prefixed one, so the rollout budget is equal).
+3. the held-out (`eval` split, disjoint from the other two) greedy accuracy after the last step, a table, a JSON
+   summary and a PNG of the train reward and held-out accuracy curves.
+
+    prefix-rft demo-rl [--out outputs/demo] [--seeds 1,2] [--steps 30] [--quick]
+    python -m prefix_rft_megatron.demo_rl --make-data [DIR]     # regenerate prefix_rft_megatron/assets/math_easy
+
+Runs already finished under --out are reused (delete the directory to start over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parent
+
+# The demo's data: 1-digit operands (`digits=1`) of the bundled generator, a mix from one-step problems
+# (a + b, a - b) to three-step ones ((a + b) * c by tens and ones; linear equations).
+EASY_MIX = {"add": 0.1, "sub": 0.1, "mul_add": 0.3, "word": 0.15, "linear": 0.2, "paren": 0.15}
+EASY_SEED = 2025
+EASY_SIZES = {"train": 800, "eval": 200, "pretrain": 1500}
+EASY_DIR = PACKAGE / "assets" / "math_easy"
+DATA = "bundled:math_easy"
+
+# The base policy: model shape and the brief SFT that makes it weak-but-not-random.
+BASE_MODEL = dict(family="qwen2", tie_word_embeddings=True, hidden_size=128, intermediate_size=384,
+                  num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+BASE_SFT = ["algorithm.name=SFT", f"data.train_files=[{DATA}/pretrain.jsonl]", "train.prompts_per_step=64",
+            "train.mini_batch_prompts=32", "train.micro_batch_size=32", "train.lr=3e-3"]
+BASE_STEPS = 240
+BASE_SEED = 0  # init weights; the SFT itself runs with the config's default seeds
+
+ALGOS = {
+    "prefix_rft": ["algorithm.name=PREFIX_RFT", "algorithm.num_prefixed=1"],
+    "rft": ["algorithm.name=RFT", "algorithm.num_prefixed=0"],
+    "sft": ["algorithm.name=SFT", "train.micro_batch_size=8"],  # 1 sequence per prompt: mini-batch of 8
+}
+
+
+def make_easy_data(out: Path = EASY_DIR) -> None:
+    """Write train/eval/pretrain.jsonl (disjoint by problem text; deterministic, byte-identical on rerun)."""
+    from prefix_rft_megatron.data.synthetic_math import generate
+
+    pool = generate(sum(EASY_SIZES.values()), seed=EASY_SEED, mix=EASY_MIX, digits=1)
+    out.mkdir(parents=True, exist_ok=True)
+    start = 0
+    for split, n in EASY_SIZES.items():
+        with open(out / f"{split}.jsonl", "w", encoding="utf-8", newline="\n") as f:
+            for i, p in enumerate(pool[start:start + n]):
+                f.write(json.dumps({"id": f"{split}-{i:05d}", "kind": p.kind, "problem": p.problem,
+                                    "solution": p.solution, "answer": p.answer}, ensure_ascii=False) + "\n")
+        start += n
+        print(f"{out / (split + '.jsonl')}: {n} rows")
+
+
+def _conf() -> str:
+    path = REPO / "conf" / "cpu_demo.yaml"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found (run the demo from a source checkout: pip install -e .)")
+    return str(path)
+
+
+def _seed_overrides(seed: int) -> list[str]:
+    return [f"algorithm.seed={seed}", f"rollout.seed={seed}", f"data.seed={seed}", f"parallel.seed={seed}"]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train(run_dir: Path, overrides: list[str], label: str) -> dict:
+    """One `prefix-rft train` subprocess (skipped if `run_dir/done.json` exists); returns {minutes, metrics}."""
+    done = run_dir / "done.json"
+    key = {"overrides": overrides, "conf": Path(_conf()).read_text()}
+    if done.is_file():
+        info = json.loads(done.read_text())
+        if info.get("overrides") == overrides and info.get("conf") == key["conf"]:
+            print(f"  {label}: cached ({run_dir})", flush=True)
+            return {"minutes": info["minutes"], "metrics": read_metrics(run_dir), "cached": True}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "prefix_rft_megatron.cli", "train", _conf(), *overrides,
+           f"logging.output_dir={run_dir}", "checkpoint.resume=false"]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "2")
+    print(f"  {label}: running -> {run_dir}/train.log", flush=True)
+    t0 = time.time()
+    with open(run_dir / "train.log", "w") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
+    minutes = (time.time() - t0) / 60
+    if rc != 0:
+        tail = (run_dir / "train.log").read_text().splitlines()[-15:]
+        raise SystemExit(f"error: {label} failed (exit {rc}); last lines of {run_dir}/train.log:\n" + "\n".join(tail))
+    done.write_text(json.dumps({**key, "minutes": minutes}, indent=1))
+    print(f"  {label}: {minutes:.1f} min, held-out {_final_eval(read_metrics(run_dir)):.3f}", flush=True)
+    return {"minutes": minutes, "metrics": read_metrics(run_dir), "cached": False}
+
+
+def _final_eval(metrics: list[dict]) -> float:
+    evals = [m["eval/average"] for m in metrics if m.get("eval/average") is not None]
+    return evals[-1] if evals else float("nan")
+
+
+def _train_reward(metrics: list[dict], last: int = 5) -> float | None:
+    """On-policy train reward over the last steps (SFT has no rollouts: None)."""
+    vals = [m.get("reward/on_policy") for m in metrics[-last:]]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def build_base(out: Path, steps: int, extra: list[str]) -> tuple[Path, dict]:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex).*not installed.*")
+    from prefix_rft_megatron.data.tokenizer import load_tokenizer
+    from prefix_rft_megatron.model.tiny import save_tiny_hf_model
+
+    init = out / "base" / "init"
+    if not (init / "config.json").is_file():
+        tok = load_tokenizer("bundled:tokenizer")
+        save_tiny_hf_model(init, seed=BASE_SEED, vocab_size=len(tok), **BASE_MODEL)
+        tok.save_pretrained(init)
+    run = train(out / "base" / "sft", [f"model.hf_path={init}", *BASE_SFT, f"train.steps={steps}",
+                                       f"train.eval_every={steps}", "checkpoint.export_hf_at_end=true", *extra],
+                "base (SFT on the pretrain split)")
+    return out / "base" / "sft" / "hf", run
+
+
+def _fmt(vals: list[float]) -> str:
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{100 * vals[0]:.1f}"
+    return f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
+
+
+def plot(out: Path, runs: dict, base_acc: float) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install matplotlib)")
+        return None
+    colors = {"prefix_rft": "tab:red", "rft": "tab:blue", "sft": "tab:green"}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for algo, seeds in runs.items():
+        for i, (seed, r) in enumerate(sorted(seeds.items())):
+            ms = r["metrics"]
+            lab = algo if i == 0 else None
+            rs = [(m["step"], m.get("reward/on_policy")) for m in ms if m.get("reward/on_policy") is not None]
+            if rs:
+                ax1.plot(*zip(*rs), color=colors.get(algo), alpha=0.8, label=lab)
+            ev = [(m["step"] + 1, m["eval/average"]) for m in ms if m.get("eval/average") is not None]
+            ax2.plot([0] + [s for s, _ in ev], [base_acc] + [v for _, v in ev], marker="o", color=colors.get(algo),
+                     alpha=0.8, label=lab)
+    ax1.set(title="train reward (on-policy rollouts)", xlabel="step", ylabel="mean reward")
+    ax2.axhline(base_acc, color="gray", ls="--", lw=1, label="base")
+    ax2.set(title="held-out accuracy (greedy)", xlabel="step", ylabel="avg@1")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="prefix-rft demo-rl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="outputs/demo", help="working directory (finished runs in it are reused)")
+    p.add_argument("--seeds", default="1", help="comma-separated RL seeds, e.g. 1,2,3")
+    p.add_argument("--steps", type=int, default=None, help="RL/SFT steps (default: conf/cpu_demo.yaml's train.steps)")
+    p.add_argument("--base-steps", type=int, default=BASE_STEPS, help="SFT steps that make the base policy")
+    p.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of " + ",".join(ALGOS))
+    p.add_argument("--quick", action="store_true", help="a smoke run: 4 steps, 1 seed, 40 eval problems")
+    p.add_argument("--make-data", nargs="?", const=str(EASY_DIR), default=None, metavar="DIR",
+                   help="only (re)write the bundled math_easy split and exit")
+    p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run (e.g. train.lr=5e-4)")
+    args = p.parse_args(argv)
+    if args.make_data:
+        make_easy_data(Path(args.make_data))
+        return 0
+
+    out = Path(args.out).resolve()
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    unknown = [a for a in algos if a not in ALGOS]
+    if unknown:
+        raise SystemExit(f"error: unknown algorithm(s) {unknown}; choose from {list(ALGOS)}")
+    extra = list(args.overrides)
+    if args.quick:
+        seeds, out = seeds[:1], out / "quick"
+        args.steps = args.steps or 4
+        extra += ["eval.max_problems=40"]
+    common = list(extra)
+    if args.steps:
+        # the prefix schedule decays over the whole run, whatever its length
+        common += [f"train.steps={args.steps}", f"algorithm.schedule.decay_steps={args.steps}",
+                   f"train.eval_every={max(1, args.steps // 3)}"]
+    t_all = time.time()
+    print(f"prefix-rft demo-rl -> {out}  (seeds {seeds}, algorithms {algos})", flush=True)
+    base_hf, base_run = build_base(out, args.base_steps, extra)
+    base_acc = _final_eval(base_run["metrics"])
+    print(f"base policy: {base_hf}  held-out accuracy {100 * base_acc:.1f}%", flush=True)
+
+    runs: dict[str, dict[int, dict]] = {a: {} for a in algos}
+    for seed in seeds:
+        for algo in algos:
+            runs[algo][seed] = train(out / "runs" / f"{algo}_seed{seed}",
+                                     [f"model.hf_path={base_hf}", *ALGOS[algo], *_seed_overrides(seed), *common],
+                                     f"{algo} seed {seed}")
+
+    rows = [{"algorithm": "base", "seeds": [], "heldout": [base_acc], "train_reward": None,
+             "minutes": base_run["minutes"]}]
+    for algo in algos:
+        rs = runs[algo]
+        tr = [_train_reward(r["metrics"]) for r in rs.values()]
+        tr = [t for t in tr if t is not None]
+        rows.append({"algorithm": algo, "seeds": sorted(rs), "heldout": [_final_eval(rs[s]["metrics"]) for s in sorted(rs)],
+                     "train_reward": sum(tr) / len(tr) if tr else None,
+                     "minutes": statistics.mean(r["minutes"] for r in rs.values())})
+    header = f"{'algorithm':<11} {'seeds':<8} {'held-out acc % (mean ± sd)':<27} {'per seed':<22} " \
+             f"{'train reward':<13} {'min/run':>7}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in rows:
+        per = ", ".join(f"{100 * v:.1f}" for v in r["heldout"]) if r["seeds"] else ""
+        trw = f"{r['train_reward']:.3f}" if r["train_reward"] is not None else "-"
+        print(f"{r['algorithm']:<11} {','.join(map(str, r['seeds'])) or '-':<8} {_fmt(r['heldout']):<27} "
+              f"{per:<22} {trw:<13} {r['minutes']:>7.1f}")
+    summary = {"base_hf": str(base_hf), "base_heldout": base_acc, "seeds": seeds, "rows": rows,
+               "overrides": common, "minutes_total": (time.time() - t_all) / 60}
+    if "prefix_rft" in runs and "rft" in runs:
+        diffs = [_final_eval(runs["prefix_rft"][s]["metrics"]) - _final_eval(runs["rft"][s]["metrics"])
+                 for s in seeds]
+        summary["prefix_rft_minus_rft"] = diffs
+        print(f"\nPrefix-RFT - RFT, held-out, per seed: {', '.join(f'{100 * d:+.1f}' for d in diffs)} points")
+    png = plot(out, runs, base_acc)
+    summary["plot"] = str(png) if png else None
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"summary: {out / 'summary.json'}" + (f"   plot: {png}" if png else ""))
+    print(f"demo finished in {summary['minutes_total']:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
