@@ -1,4 +1,4 @@
 from prefix_rft_megatron.model.arch import ArchError, ModelArch
-from prefix_rft_megatron.model.builder import build_gpt_model, choose_layer_spec, fused_backends, transformer_config
+from prefix_rft_megatron.model.builder import build_gpt_model, choose_layer_spec, fused_backends, transformer_config, unwrap_model
 
-__all__ = ["ArchError", "ModelArch", "build_gpt_model", "choose_layer_spec", "fused_backends", "transformer_config"]
+__all__ = ["ArchError", "ModelArch", "build_gpt_model", "choose_layer_spec", "fused_backends", "transformer_config", "unwrap_model"]

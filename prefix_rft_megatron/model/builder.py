@@ -130,3 +130,10 @@ def build_gpt_model(
     if torch.cuda.is_available():
         model.cuda(torch.cuda.current_device())
     return model
+
+
+def unwrap_model(model):
+    """The GPTModel inside wrappers such as Megatron's DDP (its parameter and sharded keys are the canonical ones)."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model

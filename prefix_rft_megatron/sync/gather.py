@@ -16,12 +16,8 @@ from megatron.core.transformer.transformer_layer import get_transformer_layer_of
 
 from prefix_rft_megatron.convert import mapping
 from prefix_rft_megatron.model.arch import ModelArch
+from prefix_rft_megatron.model.builder import unwrap_model
 
-
-def _unwrap(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def _tensor_of(param: torch.nn.Parameter, what: str) -> torch.Tensor:
@@ -50,7 +46,7 @@ def iter_hf_tensors(model, arch: ModelArch, what: str = "param") -> Iterator[tup
     Every rank of a TP group must iterate (the gathers are collective); all of them get the full tensors.
     With tied embeddings the last stage's copy of the embedding is skipped (the first stage emits it).
     """
-    module = _unwrap(model)
+    module = unwrap_model(model)
     offset = get_transformer_layer_offset(module.config)
     for name, param in module.named_parameters():
         canonical, layer = mapping.canonical_param_name(name, offset)

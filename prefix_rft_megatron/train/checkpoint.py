@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
 
+from prefix_rft_megatron.model.builder import unwrap_model
+
 logger = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 # Optimizer state layout. dp_reshardable works on CPU and GPU and resumes with another DP size. Resuming with
@@ -26,12 +28,6 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 # (KeyError 'step' in _set_main_param_and_optimizer_states): not supported here yet.
 _OPTIM_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 
-
-def _unwrap(model):
-    """The GPTModel inside DDP: its sharded keys are the canonical ones the converters and loaders read."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def _is_rank0() -> bool:
@@ -110,7 +106,7 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         _barrier()
-        model_sd = _unwrap(model).sharded_state_dict()
+        model_sd = unwrap_model(model).sharded_state_dict()
         state = {
             "model": model_sd,
             "optimizer": optimizer.sharded_state_dict(model_sd, metadata=_OPTIM_METADATA),
@@ -135,7 +131,7 @@ class CheckpointManager:
 
     def load(self, path: Path, model, optimizer) -> dict:
         """Collective: loads model and optimizer in place, returns the common state."""
-        module = _unwrap(model)
+        module = unwrap_model(model)
         _init_empty_adam_state(optimizer)
         model_sd = module.sharded_state_dict()
         request = {"model": model_sd,

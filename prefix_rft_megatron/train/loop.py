@@ -11,7 +11,6 @@ lengths, sampling seeds, the entropy threshold, loss scaling) is independent of 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
