@@ -49,6 +49,8 @@ def load_model_weights(model: torch.nn.Module, ckpt_dir: str | Path, prefix: str
     for k in skipped:
         del sharded[k]
     state = dist_checkpointing.load(sharded, str(ckpt.dir))
+    # load() merges in the checkpoint's common state (a training checkpoint's step, sampler, ...): not weights
+    state = {k: v for k, v in state.items() if k in sharded}
     if prefix:
         state = {k.removeprefix(prefix): v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
