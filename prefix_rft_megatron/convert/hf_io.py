@@ -13,11 +13,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-# Files besides weights that make an HF directory usable (tokenizer, generation settings).
-HF_SIDE_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
+# Files besides weights that make an HF directory usable: the model's (config, generation settings) and the
+# tokenizer's.
+MODEL_SIDE_FILES = ("config.json", "generation_config.json")
+TOKENIZER_SIDE_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+    "merges.txt", "added_tokens.json", "chat_template.jinja",
 )
+HF_SIDE_FILES = MODEL_SIDE_FILES + TOKENIZER_SIDE_FILES
 
 
 class HFCheckpointReader:

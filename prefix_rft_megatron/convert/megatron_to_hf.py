@@ -10,7 +10,9 @@ from tqdm import tqdm
 
 from prefix_rft_megatron.convert import mapping
 from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
-from prefix_rft_megatron.convert.hf_io import HFShardWriter, atomic_output_dir, copy_side_files
+from prefix_rft_megatron.convert.hf_io import (
+    MODEL_SIDE_FILES, TOKENIZER_SIDE_FILES, HFShardWriter, atomic_output_dir, copy_side_files,
+)
 from prefix_rft_megatron.convert.hf_to_megatron import HF_SUBDIR, META_FILE
 from prefix_rft_megatron.model.arch import ArchError, ModelArch
 
@@ -29,7 +31,10 @@ def read_checkpoint_arch(ckpt_dir: Path, hf_config_dir: Path | None = None) -> t
 
 
 def convert_megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, hf_config_dir: str | Path | None = None,
-                           max_shard_bytes: int = 5 * 2**30, overwrite: bool = False, progress: bool = True) -> Path:
+                           max_shard_bytes: int = 5 * 2**30, overwrite: bool = False, progress: bool = True,
+                           tokenizer_dir: str | Path | None = None) -> Path:
+    """`tokenizer_dir`: take the tokenizer files from there (and only the model's config files from the HF config
+    directory); the trainer passes the tokenizer it trained with."""
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
     reader = CheckpointReader(ckpt_dir)
     arch, side_dir = read_checkpoint_arch(ckpt_dir, Path(hf_config_dir) if hf_config_dir else None)
@@ -53,7 +58,9 @@ def convert_megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, hf_config_
                 writer.add(name, tensor)
         writer.close()
         if side_dir is not None:
-            copy_side_files(side_dir, tmp)
+            copy_side_files(side_dir, tmp, skip=TOKENIZER_SIDE_FILES if tokenizer_dir else ())
+        if tokenizer_dir:
+            copy_side_files(tokenizer_dir, tmp, skip=MODEL_SIDE_FILES)
         if not (tmp / "config.json").is_file():
             raise ArchError(f"{ckpt_dir}: no HF config.json to ship with the weights; pass --hf-config DIR")
     logger.info("megatron->hf: %s -> %s", ckpt_dir, out_dir)

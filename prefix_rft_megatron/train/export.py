@@ -6,14 +6,26 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from prefix_rft_megatron.convert.hf_io import TOKENIZER_SIDE_FILES
 from prefix_rft_megatron.convert.megatron_to_hf import convert_megatron_to_hf
+from prefix_rft_megatron.data.config import resolve_path
+
+
+def training_tokenizer_dir(data_tokenizer: str) -> Path | None:
+    """The directory of the tokenizer the trainer used (`data.tokenizer`), if it is a local one."""
+    path = resolve_path(data_tokenizer)
+    return path if any((path / name).is_file() for name in TOKENIZER_SIDE_FILES) else None
 
 
 def export_hf(trainer, out_dir: Path) -> Path | None:
-    """Rank 0 converts the model tensors of the latest checkpoint (optimizer state is ignored) to `out_dir`."""
+    """Rank 0 converts the model tensors of the latest checkpoint (optimizer state is ignored) to `out_dir`.
+
+    Config files come from `model.hf_path`, the tokenizer from `data.tokenizer` (the one the prompts and
+    demonstrations were tokenized with; `model.hf_path`'s when `data.tokenizer` is not a local directory), so that
+    `prefix-rft eval` on the export tokenizes and templates prompts as the trainer's evaluation did."""
     latest = trainer.checkpoints.latest()
     if latest is not None and dist.get_rank() == 0:
         convert_megatron_to_hf(latest, out_dir, hf_config_dir=trainer.cfg.model.hf_path, overwrite=True,
-                               progress=False)
+                               progress=False, tokenizer_dir=training_tokenizer_dir(trainer.cfg.data.tokenizer))
     dist.barrier()
     return out_dir if latest is not None else None

@@ -140,7 +140,7 @@ class Trainer:
             metrics = self.train_step(step)
             last = step + 1 == tc.steps
             if self.cfg.eval.benchmarks and ((tc.eval_every and (step + 1) % tc.eval_every == 0) or last):
-                metrics.update(self.evaluate())
+                metrics.update(self.evaluate(step + 1))
             self.metrics.write(step, metrics)
             if (step + 1) % self.cfg.checkpoint.save_every == 0 or last:
                 self.save(step + 1)
@@ -373,10 +373,11 @@ class Trainer:
         return {"logprob_diff/mean": stats[0].item() / n if n else float("nan"),
                 "logprob_diff/max": stats[2].item(), "logprob_diff/tokens": n / tp}
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, step: int | None = None) -> dict[str, float]:
+        """Rank 0 evaluates the engine's weights; with `step` (completed steps) it also writes eval/step_N.json."""
         from prefix_rft_megatron.train.evaluate import evaluate_in_training
 
-        return evaluate_in_training(self) if self.rank0 else {}
+        return evaluate_in_training(self, step) if self.rank0 else {}
 
     def export_hf(self, out_dir: Path) -> None:
         from prefix_rft_megatron.train.export import export_hf
