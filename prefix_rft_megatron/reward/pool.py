@@ -5,6 +5,10 @@ evaluates a power tower inside C big-integer code where no signal handler gets t
 outside: each worker holds one answer at a time, the parent waits on the workers' pipes with the nearest deadline as
 its timeout, and a worker past its deadline is SIGKILLed, joined (no zombie, no leaked process) and replaced. The
 answer scores 0 and is logged; the rest of the batch goes on in the other workers.
+
+Workers die with their parent, and so does the forkserver they fork from: a trainer that is SIGKILLed (or
+OOM-killed) runs no clean-up, and a worker stuck in such C code would otherwise spin on as an orphan
+(`parent_death`, `forkserver_preload`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import collections
 import logging
 import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_any
@@ -19,6 +24,7 @@ from typing import Sequence
 
 from prefix_rft_megatron.reward.answer import _quiet_math_verify, last_boxed, score_answer
 from prefix_rft_megatron.reward.config import RewardConfig
+from prefix_rft_megatron.reward.parent_death import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +56,24 @@ def score_one(response: str, answer: str, cfg: RewardConfig) -> RewardResult:
         return _result(cfg, False, bool(last_boxed(response)), error=f"{type(e).__name__}: {e}"[:300])
 
 
-def _worker_main(conn, cfg: RewardConfig) -> None:
+def _drop_forkserver_liveness_fd() -> None:
+    """A child of the forkserver holds a copy of the pipe whose EOF tells the forkserver that its owner is gone;
+    a worker never starts processes itself, so it gives the copy up (the forkserver can then end with the owner)."""
+    try:
+        from multiprocessing import forkserver
+
+        fd = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+        if fd is not None:
+            forkserver._forkserver._forkserver_alive_fd = None
+            os.close(fd)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def _worker_main(conn, cfg: RewardConfig, owner: int | None = None) -> None:
+    die_with_parent(owner)
+    if cfg.start_method == "forkserver":
+        _drop_forkserver_liveness_fd()
     _quiet_math_verify()
     score_one("\\boxed{\\frac{1}{2}}", "0.5", cfg)  # warm-up: lazy imports and grammar building happen here
     conn.send(_READY)
@@ -68,7 +91,8 @@ def _worker_main(conn, cfg: RewardConfig) -> None:
 class _Worker:
     def __init__(self, ctx, cfg: RewardConfig) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, cfg), daemon=True, name="reward-worker")
+        self.proc = ctx.Process(target=_worker_main, args=(child, cfg, os.getpid()), daemon=True,
+                                name="reward-worker")
         self.proc.start()
         child.close()
         self.started = time.monotonic()
@@ -108,8 +132,10 @@ class RewardScorer:
             return
         self._ctx = mp.get_context(cfg.start_method)
         if cfg.start_method == "forkserver":
-            # Workers fork from a server that has math-verify imported: a replacement starts in milliseconds.
-            self._ctx.set_forkserver_preload(["math_verify", "prefix_rft_megatron.reward.pool"])
+            # Workers fork from a server that has math-verify imported: a replacement starts in milliseconds. The
+            # server dies with this process (forkserver_preload), the workers with the server.
+            self._ctx.set_forkserver_preload(["prefix_rft_megatron.reward.forkserver_preload", "math_verify",
+                                              "prefix_rft_megatron.reward.pool"])
         self._workers = [_Worker(self._ctx, cfg) for _ in range(cfg.num_workers)]
 
     # -- public ---------------------------------------------------------------------------------------------------

@@ -144,3 +144,63 @@ def test_a_worker_killed_mid_answer_scores_zero_and_is_replaced(fail_after_60s):
         assert (results[0].reward, results[0].timed_out, results[0].error) == (0.0, False, "worker died (exit code -9)")
         assert results[1].reward == 1.0
         assert not victim.is_alive() and pool._workers[0].proc is not victim
+
+
+_OWNER = r"""
+import sys, time
+busy, start_method, spoof = sys.argv[1] == "busy", sys.argv[2], sys.argv[3] == "spoof"
+if spoof:  # not Linux, as far as the workers (forked from here) can tell: they fall back to the watchdog thread
+    sys.platform = "darwin"
+from prefix_rft_megatron.reward import RewardConfig, RewardScorer
+pool = RewardScorer(RewardConfig(num_workers=2, start_method=start_method))
+pool.score([r"\boxed{1}"] * 4, ["1"] * 4)  # both workers started
+if busy:  # one worker inside C big-integer code, where no Python-level check can run
+    pool._workers[0].conn.send((0, sys.argv[4], "1"))
+pids = [w.proc.pid for w in pool._workers]
+if start_method == "forkserver":
+    from multiprocessing import forkserver
+    pids.append(forkserver._forkserver._forkserver_pid)
+print(" ".join(map(str, pids)), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whatever reaps orphans here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("start_method,busy,spoof", [("forkserver", True, False), ("spawn", True, False),
+                                                     ("fork", False, True)],
+                         ids=["forkserver-busy-pdeathsig", "spawn-busy-pdeathsig", "fork-idle-watchdog"])
+def test_workers_die_when_the_owner_is_sigkilled(start_method, busy, spoof):
+    """A SIGKILLed owner (the trainer) takes its workers, and the forkserver they fork from, with it: within a few
+    seconds, even a worker stuck in C code. Without `parent_death` they ran on as orphans."""
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, "busy" if busy else "idle", start_method,
+                              "spoof" if spoof else "-", HANGS], stdout=subprocess.PIPE, text=True)
+    pids = []
+    try:
+        pids = [int(p) for p in owner.stdout.readline().split()]
+        assert len(pids) == (3 if start_method == "forkserver" else 2) and all(_running(p) for p in pids)
+        time.sleep(1.0)  # the busy worker is deep in the power tower by now
+        assert all(_running(p) for p in pids)
+        owner.kill()  # SIGKILL: no atexit, no finalizers, no close()
+        owner.wait()
+        t0 = time.monotonic()
+        while any(_running(p) for p in pids) and time.monotonic() - t0 < 10.0:
+            time.sleep(0.05)
+        left = [p for p in pids if _running(p)]
+        assert not left, f"workers {left} outlived their owner by {time.monotonic() - t0:.1f}s"
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        owner.kill()
+        for p in pids:  # only the processes this test started
+            if _running(p):
+                os.kill(p, signal.SIGKILL)
