@@ -7,6 +7,7 @@ and the key, with the closest valid key as a hint.
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -42,9 +43,28 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> Co
     return ConfigError(f"config: {source}: {str(err).splitlines()[0]}")
 
 
+def _sets(cfg: DictConfig, key: str) -> bool:
+    return OmegaConf.select(cfg, key, default=None) is not None
+
+
+def _apply_deprecated(cfg: Config, benchmarks_set: bool) -> Config:
+    """`data.eval_files` (deprecated) stands for `eval.benchmarks` when that is not set; otherwise it is ignored."""
+    if cfg.data.eval_files:
+        if benchmarks_set:
+            what = (f"ignored, eval.benchmarks={list(cfg.eval.benchmarks)} is set"
+                    if list(cfg.data.eval_files) != list(cfg.eval.benchmarks) else "the same as eval.benchmarks")
+        else:
+            cfg.eval.benchmarks = list(cfg.data.eval_files)
+            what = "used as eval.benchmarks"
+        warnings.warn(f"config: data.eval_files is deprecated and will be removed ({what}); set eval.benchmarks",
+                      FutureWarning, stacklevel=3)
+    return cfg
+
+
 def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> Config:
     schema = OmegaConf.structured(Config)
     cfg = schema
+    benchmarks_set = False
     for f in files:
         path = Path(f)
         if not path.is_file():
@@ -58,6 +78,7 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
             cfg = OmegaConf.merge(cfg, loaded)
         except OmegaConfBaseException as e:
             raise _explain(e, schema, str(path)) from None
+        benchmarks_set |= isinstance(loaded, DictConfig) and _sets(loaded, "eval.benchmarks")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"config: override {item!r} is not of the form key=value")
@@ -70,8 +91,9 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
             cfg = OmegaConf.merge(cfg, parsed)
         except OmegaConfBaseException as e:
             raise _explain(e, schema, f"override {item!r}") from None
+        benchmarks_set |= _sets(parsed, "eval.benchmarks")
     try:
-        return OmegaConf.to_object(cfg)  # runs the dataclasses' __post_init__ checks
+        return _apply_deprecated(OmegaConf.to_object(cfg), benchmarks_set)  # to_object runs __post_init__ checks
     except (ValueError, OmegaConfBaseException) as e:
         raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
 

@@ -31,8 +31,9 @@ class DataConfig:
     train_files: list[str] = field(default_factory=lambda: [BUNDLED + "math/train.jsonl"])
     """Training files, `.jsonl`/`.json` (one JSON object a line) or `.parquet`, read in order."""
 
-    eval_files: list[str] = field(default_factory=lambda: [BUNDLED + "math/eval.jsonl"])
-    """Held-out files, same layout."""
+    eval_files: list[str] = field(default_factory=list)
+    """Deprecated, empty: use `eval.benchmarks` (what the trainer and `prefix-rft eval` evaluate on). A non-empty
+    value stands for `eval.benchmarks` when that is not set, with a warning (`config.loader`)."""
 
     tokenizer: str = BUNDLED + "tokenizer"
     """Local tokenizer directory for `AutoTokenizer.from_pretrained` (never downloaded: `local_files_only`)."""

@@ -50,8 +50,11 @@ class PromptDataset(Sequence[Example]):
 
     @classmethod
     def from_config(cls, cfg: DataConfig, split: str = "train", tokenizer=None) -> "PromptDataset":
-        files = {"train": cfg.train_files, "eval": cfg.eval_files}[split]
-        return cls.from_files(files, cfg, tokenizer)
+        """The training set (`data.train_files`). Held-out problems are `eval.benchmarks`, read by
+        `evaluation.load_benchmark`; `from_files` builds a dataset of any files."""
+        if split != "train":
+            raise ValueError(f"data: split {split!r}: only 'train' (held-out problems are eval.benchmarks)")
+        return cls.from_files(cfg.train_files, cfg, tokenizer)
 
     @classmethod
     def from_files(cls, files: Iterable[str], cfg: DataConfig, tokenizer=None) -> "PromptDataset":

@@ -19,8 +19,7 @@ class TrainConfig:
     adam_eps: float = 1e-8
     grad_clip: float = 1.0  # global grad-norm clip
     colocate: bool = True  # engines share the trainer's devices (memory released during training)
-    eval_every: int = 50  # steps between evaluations on data.eval_files (0: only at the end)
-    eval_max_problems: int = 0  # evaluate on at most this many held-out problems (0: all)
+    eval_every: int = 50  # steps between evaluations on eval.benchmarks (0: only at the end)
 
     def __post_init__(self):
         if self.prompts_per_step % self.mini_batch_prompts:

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 MATH = ASSETS_DIR / "math"
 SPLITS = ["train.jsonl", "eval.jsonl", "pretrain.jsonl"]
 BENCH = ["bench/arith_id.jsonl", "bench/arith_ood.jsonl", "bench/fractions.jsonl"]
+EVAL = "bundled:math/eval.jsonl"
 
 
 def rows(name):
@@ -50,7 +51,7 @@ def test_tokenizer_round_trips_all_dataset_text(tokenizer):
 
 
 def test_dataset_token_ids_decode_to_template_and_solution(tokenizer):
-    ds = PromptDataset.from_config(DataConfig(), "eval", tokenizer)
+    ds = PromptDataset.from_files([EVAL], DataConfig(), tokenizer)
     raw = rows("eval.jsonl")
     assert [e.id for e in ds] == [r["id"] for r in raw] and [e.answer for e in ds] == [r["answer"] for r in raw]
     for e, r in zip(ds, raw):
@@ -63,7 +64,7 @@ def test_dataset_token_ids_decode_to_template_and_solution(tokenizer):
 
 def test_chat_template_option(tokenizer):
     cfg = DataConfig(use_chat_template=True, system_prompt="Be brief.", eos_token="<|im_end|>")
-    ds = PromptDataset.from_config(cfg, "eval", tokenizer)
+    ds = PromptDataset.from_files([EVAL], cfg, tokenizer)
     text = tokenizer.decode(ds[0].prompt_ids)
     problem = rows("eval.jsonl")[0]["problem"]
     assert text.startswith("<s><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n" + problem)
@@ -71,7 +72,7 @@ def test_chat_template_option(tokenizer):
     assert ds[0].prompt_ids.count(tokenizer.bos_token_id) == 1  # the template's bos, not a second one
     assert ds[0].demo_ids[-1] == 4
     with pytest.raises(ValueError, match="no token '<nope>'"):
-        PromptDataset.from_config(DataConfig(eos_token="<nope>"), "eval", tokenizer)
+        PromptDataset.from_files([EVAL], DataConfig(eos_token="<nope>"), tokenizer)
 
 
 def test_splits_are_disjoint_and_solutions_verify():
