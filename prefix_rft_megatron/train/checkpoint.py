@@ -1,10 +1,24 @@
 """Training checkpoints: Megatron distributed checkpoints of model and optimizer, plus the loop's own state.
 
 Layout: <output_dir>/checkpoints/step_000010/ (megatron-core files; common.pt holds step, data position, scheduler
-and RNG states) and <output_dir>/checkpoints/latest (the name of the newest complete checkpoint).
+and RNG states, and `checkpoint_layout`: the TP/PP/DP layout and optimizer format it was written with) and
+<output_dir>/checkpoints/latest (the name of the newest complete checkpoint).
 Atomicity: a checkpoint is written into `step_N.partial` and renamed when every rank has finished, then `latest` is
 replaced atomically. A crash or SIGKILL mid-save leaves a `.partial` directory that resume ignores and removes; the
 previous checkpoint stays intact and `latest` still points at it.
+
+Another TP/PP/DP layout: the model's tensors are saved in model space (global shapes) and load at any TP/PP. The
+distributed optimizer's state is saved in megatron-core's "fully_reshardable" format by default
+(`checkpoint.optimizer_format`): per parameter, the fp32 main weight, exp_avg and exp_avg_sq in the parameter's
+global shape, so a run resumes at any TP/PP/DP with its Adam state, exactly (the load is a copy). The price is host
+memory: a save gathers each DP group's optimizer shards into the CPU memory of its DP rank 0 (3 fp32 copies of that
+rank's TP/PP share of the model), and a load reads that whole TP/PP share on every rank before keeping its DP slice.
+"dp_reshardable" writes each DP rank's flat buffers as they are (no gather) but resumes only at the same TP/PP (any
+DP); resuming it at another TP/PP stops at start-up with one line. The format is recorded in the checkpoint and load
+reads each checkpoint in its own format, whatever the current setting. The vocabulary is padded per TP
+(make_vocab_size_divisible_by x TP): where two layouts pad it differently, load stops with one line saying what to
+set. The non-distributed optimizer (parallel.use_distributed_optimizer=false) keeps Adam state per parameter in model
+space, any layout.
 """
 
 from __future__ import annotations
@@ -13,21 +27,43 @@ import logging
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from megatron.core import dist_checkpointing
+from megatron.core import dist_checkpointing, parallel_state
+from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
+from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
 from prefix_rft_megatron.model.builder import unwrap_model
+from prefix_rft_megatron.model.load import CheckpointLayoutError
 
 logger = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-# Optimizer state layout. dp_reshardable works on CPU and GPU and resumes with another DP size. Resuming with
-# another TP/PP needs "fully_reshardable", whose loader in megatron-core 0.16 fails on the torch-Adam path
-# (KeyError 'step' in _set_main_param_and_optimizer_states): not supported here yet.
-_OPTIM_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
+OPTIMIZER_FORMATS = ("fully_reshardable", "dp_reshardable")  # see the module docstring
+_LAYOUT_KEY = "checkpoint_layout"  # in common.pt: {"optimizer_format", "tp", "pp", "dp"}
+_LEGACY_FORMAT = "dp_reshardable"  # checkpoints written before the layout was recorded
 
+
+def _optim_metadata(fmt: str) -> dict:
+    # mem_efficient: a fully_reshardable save gathers each DP group's state over gloo into DP rank 0's CPU memory
+    # only; without it every DP rank gets all of it, which pays off only with a fully parallel save strategy (not
+    # used here). Load is the same either way.
+    return {"distrib_optim_sharding_type": fmt, "distrib_optim_fully_reshardable_mem_efficient": True}
+
+
+def _recorded_format(optimizer, fmt: str) -> str:
+    """The distributed optimizer's format, or "per_parameter" for megatron's other optimizers (model space)."""
+    chain = getattr(optimizer, "chained_optimizers", [optimizer])
+    distributed = any(isinstance(o, DistributedOptimizer) for o in chain)
+    return fmt if distributed else "per_parameter"
+
+
+def _current_layout() -> dict:
+    return {"tp": parallel_state.get_tensor_model_parallel_world_size(),
+            "pp": parallel_state.get_pipeline_model_parallel_world_size(),
+            "dp": parallel_state.get_data_parallel_world_size()}
 
 
 def _is_rank0() -> bool:
@@ -79,10 +115,66 @@ def _restore_adam_steps(optimizer) -> None:
                     inner.state[p]["step"] = torch.tensor(float(group["step"]))
 
 
+@contextmanager
+def _fully_reshardable_load_keeps_step(optimizer):
+    """Work around a megatron-core 0.16 bug on the torch-Adam path (no TE/apex) when loading "fully_reshardable".
+
+    DistributedOptimizer.load_state_dict first puts `step` back into every parameter's Adam state (from the param
+    groups); load_parameter_state_from_fully_reshardable then hands _set_main_param_and_optimizer_states the loaded
+    tensors without `step` (it skips it on purpose), and that method copies every key of the parameter's state from
+    them: KeyError 'step'. For the duration of the load only, a missing `step` is filled here with the state's own
+    step (copied onto itself); _restore_adam_steps then gives every parameter its own step from the param groups.
+    """
+    patched = []
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if not isinstance(opt, DistributedOptimizer) or opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
+            continue  # the precision-aware branch sets only the keys it is given
+
+        def set_states(model_param, tensors, _opt=opt, _orig=opt._set_main_param_and_optimizer_states):
+            if "step" not in tensors:
+                group_index, group_order = _opt.model_param_group_index_map[model_param]
+                main_param = _opt.optimizer.param_groups[group_index]["params"][group_order]
+                step = _opt.optimizer.state[main_param].get("step")
+                if step is not None:
+                    tensors = {**tensors, "step": step}
+            _orig(model_param, tensors)
+
+        opt._set_main_param_and_optimizer_states = set_states  # an instance attribute shadows the class method
+        patched.append(opt)
+    try:
+        yield
+    finally:
+        for opt in patched:
+            del opt._set_main_param_and_optimizer_states
+
+
+def _check_vocab_rows(path: Path, module, vocab_size: int | None) -> None:
+    """The vocabulary is padded to a multiple of make_vocab_size_divisible_by x TP, so another TP can change the
+    embedding's row count, which megatron's load cannot reshape. Stop with one line that says what to set."""
+    key = "embedding.word_embeddings.weight"
+    reader = CheckpointReader(path)
+    if key not in reader.metadata.state_dict_metadata or not hasattr(module, "vocab_size"):
+        return
+    saved, wanted = reader.shape(key)[0], module.vocab_size
+    if saved == wanted:
+        return
+    tp = parallel_state.get_tensor_model_parallel_world_size()
+    # a multiple m of TP that divides `saved` and exceeds its padding pads the vocabulary to exactly `saved` rows
+    fits = [m for m in range(tp, saved + 1, tp)
+            if vocab_size is not None and saved % m == 0 and saved - vocab_size < m]
+    hint = (f"set model.make_vocab_size_divisible_by={fits[0] // tp}" if fits else
+            "set model.make_vocab_size_divisible_by so that both pad alike")
+    raise CheckpointLayoutError(
+        f"{path}: vocabulary padded to {saved} rows, but this run's model at TP={tp} pads it to {wanted}; {hint}")
+
+
 class CheckpointManager:
-    def __init__(self, root: str | Path, keep_last: int = 3):
+    def __init__(self, root: str | Path, keep_last: int = 3, optimizer_format: str = "fully_reshardable"):
+        if optimizer_format not in OPTIMIZER_FORMATS:
+            raise ValueError(f"checkpoint.optimizer_format={optimizer_format!r}: must be one of {OPTIMIZER_FORMATS}")
         self.root = Path(root)
         self.keep_last = keep_last
+        self.optimizer_format = optimizer_format
 
     def latest(self) -> Path | None:
         pointer = self.root / "latest"
@@ -107,10 +199,18 @@ class CheckpointManager:
             tmp.mkdir(parents=True)
         _barrier()
         model_sd = unwrap_model(model).sharded_state_dict()
+        optim_sd = optimizer.sharded_state_dict(model_sd, metadata=_optim_metadata(self.optimizer_format))
+        # mem-efficient fully_reshardable: DP ranks > 0 hold no optimizer tensors (param_state None); without the key
+        # their common state matches rank 0's (megatron warns on every save otherwise).
+        for sd in (optim_sd, *(v for v in optim_sd.values() if isinstance(v, dict))):
+            if "param_state" in sd and sd["param_state"] is None:
+                del sd["param_state"]
         state = {
             "model": model_sd,
-            "optimizer": optimizer.sharded_state_dict(model_sd, metadata=_OPTIM_METADATA),
+            "optimizer": optim_sd,
             **common,
+            _LAYOUT_KEY: {"optimizer_format": _recorded_format(optimizer, self.optimizer_format),
+                          **_current_layout()},
         }
         dist_checkpointing.save(state, str(tmp))
         if os.environ.get("PREFIX_RFT_TEST_SAVE_DELAY_S"):  # tests: hold the save open so a SIGKILL lands inside it
@@ -129,19 +229,40 @@ class CheckpointManager:
         _barrier()
         return final
 
-    def load(self, path: Path, model, optimizer) -> dict:
-        """Collective: loads model and optimizer in place, returns the common state."""
+    def load(self, path: Path, model, optimizer, vocab_size: int | None = None) -> dict:
+        """Collective: loads model and optimizer in place at this run's TP/PP/DP, returns the common state.
+
+        Raises CheckpointLayoutError (one line) when the checkpoint cannot be resumed at this layout; `vocab_size`
+        (unpadded) only lets that message say which make_vocab_size_divisible_by fits."""
         module = unwrap_model(model)
+        common = dist_checkpointing.load_common_state_dict(str(path))
+        saved = common.get(_LAYOUT_KEY) or {}
+        fmt = saved.get("optimizer_format", _LEGACY_FORMAT)
+        now = _current_layout()
+        if saved and (fmt == "per_parameter") != (_recorded_format(optimizer, fmt) == "per_parameter"):
+            raise CheckpointLayoutError(
+                f"{path}: saved with parallel.use_distributed_optimizer={fmt != 'per_parameter'}; resume with the same")
+        if fmt == "dp_reshardable" and saved and (saved["tp"], saved["pp"]) != (now["tp"], now["pp"]):
+            raise CheckpointLayoutError(
+                f"{path}: optimizer state saved as dp_reshardable at TP={saved['tp']} PP={saved['pp']} resumes only "
+                f"at that TP/PP (this run: TP={now['tp']} PP={now['pp']}); resume there, or save with "
+                "checkpoint.optimizer_format=fully_reshardable")
+        _check_vocab_rows(path, module, vocab_size)
+        if saved and any(saved[k] != now[k] for k in now) and _is_rank0():
+            logger.info("checkpoint: resharding %s from TP=%d PP=%d DP=%d to TP=%d PP=%d DP=%d", path.name,
+                        saved["tp"], saved["pp"], saved["dp"], now["tp"], now["pp"], now["dp"])
         _init_empty_adam_state(optimizer)
         model_sd = module.sharded_state_dict()
+        metadata = _optim_metadata(fmt if fmt in OPTIMIZER_FORMATS else self.optimizer_format)
         request = {"model": model_sd,
-                   "optimizer": optimizer.sharded_state_dict(model_sd, is_loading=True, metadata=_OPTIM_METADATA)}
+                   "optimizer": optimizer.sharded_state_dict(model_sd, is_loading=True, metadata=metadata)}
         with torch.no_grad():  # distributed-optimizer state is copied into parameters' shards in place
             state = dist_checkpointing.load(request, str(path))
             module.load_state_dict(state.pop("model"), strict=False)
-            optimizer.load_state_dict(state.pop("optimizer"))
+            with _fully_reshardable_load_keeps_step(optimizer):
+                optimizer.load_state_dict(state.pop("optimizer"))
         _restore_adam_steps(optimizer)
-        return dist_checkpointing.load_common_state_dict(str(path))
+        return common
 
     def _prune(self) -> None:
         steps = sorted((int(m.group(1)), p) for p in self.root.iterdir() if (m := _STEP_DIR.match(p.name)))

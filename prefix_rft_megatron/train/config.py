@@ -37,6 +37,14 @@ class CheckpointConfig:
     keep_last: int = 3  # older checkpoints are deleted once a newer one is complete
     resume: bool = True  # start from the newest complete checkpoint in <output_dir>/checkpoints if there is one
     export_hf_at_end: bool = True  # write <output_dir>/hf (HF safetensors) when training ends
+    # distributed-optimizer state: fully_reshardable resumes at any TP/PP/DP (a save gathers each DP group's state
+    # in host memory); dp_reshardable saves without gathering but resumes only at the same TP/PP (train/checkpoint.py)
+    optimizer_format: str = "fully_reshardable"
+
+    def __post_init__(self):
+        if self.optimizer_format not in ("fully_reshardable", "dp_reshardable"):
+            raise ValueError(f"checkpoint.optimizer_format: {self.optimizer_format!r} is not "
+                             "fully_reshardable|dp_reshardable")
 
 
 @dataclass

@@ -87,7 +87,8 @@ class Trainer:
             self.scorer = RewardScorer(cfg.reward)
         self.metrics = MetricsWriter(self.out, cfg.logging.tensorboard, cfg.logging.wandb_project,
                                      OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True), self.rank0)
-        self.checkpoints = CheckpointManager(self.out / "checkpoints", cfg.checkpoint.keep_last)
+        self.checkpoints = CheckpointManager(self.out / "checkpoints", cfg.checkpoint.keep_last,
+                                             cfg.checkpoint.optimizer_format)
         self.start_step = 0
 
     # ---- set-up ----
@@ -111,7 +112,7 @@ class Trainer:
         latest = self.checkpoints.latest() if self.cfg.checkpoint.resume else None
         if latest is None:
             return
-        common = self.checkpoints.load(latest, self.model, self.optimizer)
+        common = self.checkpoints.load(latest, self.model, self.optimizer, vocab_size=self.arch.vocab_size)
         self.start_step = int(common["step"])
         self.sampler.load_state_dict(common["sampler"])
         self.scheduler.load_state_dict(common["scheduler"])
