@@ -30,7 +30,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/prefix-rft demo
+	$(VENV)/bin/prefix-rft demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -6,8 +6,8 @@
   prefix-rft train [CONFIG.yaml ...] [key=value ...]          the Prefix-RFT training loop
   prefix-rft eval --hf-dir DIR [--bench FILE ...] [k=v ...]    avg@k / pass@k on benchmark files
   prefix-rft launch [--executor local|slurm] [--dryrun] CONF.yaml [k=v ...]   NeMo-Run (torchrun / Slurm)
-  prefix-rft demo-rl [--quick] [--seeds 1,2]                   EXPERIMENTAL: Prefix-RFT vs RFT vs SFT on CPU
-  prefix-rft demo [--out DIR]                                  the CPU demo (see prefix_rft_megatron/demo.py)
+  prefix-rft demo [--seeds 1,2,3] [--quick]                    the CPU demo: Prefix-RFT vs RFT vs SFT, table + plot
+  prefix-rft demo-parity [--out DIR]                           HF <-> Megatron conversion and logits parity (~30 s)
 """
 
 from __future__ import annotations
@@ -67,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         from prefix_rft_megatron.launch.cli import main as launch_main
 
         return launch_main(rest)
-    if cmd == "demo-rl":
-        from prefix_rft_megatron.demo_rl import main as demo_rl_main
-
-        return demo_rl_main(rest)
     if cmd == "demo":
         from prefix_rft_megatron.demo import main as demo_main
 
         return demo_main(rest)
+    if cmd == "demo-parity":
+        from prefix_rft_megatron.demo_parity import main as demo_parity_main
+
+        return demo_parity_main(rest)
     print(f"error: unknown command {cmd!r}\n{__doc__}", file=sys.stderr)
     return 2
 

@@ -17,6 +17,10 @@ Distribution (`MIX`, weights of the problem kinds; every operand uniform over it
 | `paren`   | Compute (a + b) * c.                      | a, b in [1, 20], c in [2, 9]                  | (a+b)c |
 | `linear`  | Solve for x: a x + b = c.                 | x in [-9, 12], a in [2, 9], b in [-20, 20]\\0 | x      |
 | `word`    | NAME has a ITEMs and buys b bags of c ... | a in [10, 99], b, c in [2, 9]                 | a+b*c  |
+| `sum2`    | Compute a + b.                            | a in [1, 18], b in [1, 9]                     | a+b    |
+| `sum3`    | Compute a + b + c.                        | a, b, c in [1, 9]                             | a+b+c  |
+
+`sum2`/`sum3` (not in `MIX`) are the CPU demo's task (`prefix_rft_megatron/demo.py`): `sum3` chains two `sum2` steps.
 
 `digits` sets the ranges of `add`, `sub`, `mul_add`, `word` (`[10**(digits-1), 10**digits - 1]`): `digits=3` is the
 out-of-distribution test set, `digits=1` an easier task for a smaller model or a shorter demo (`generate(n, seed,
@@ -76,6 +80,17 @@ def _mul_steps(a: int, c: int) -> tuple[str, int]:
     return f"{a} * {c} = {tens} * {c} + {ones} * {c} = {tens * c} + {ones * c} = {a * c}.", a * c
 
 
+def sum_problem(*terms: int) -> Problem:
+    """`Compute a + b (+ c ...).` solved left to right, one addition per sentence, each on the previous result:
+    `a + b = s. s + c = r. \\boxed{r}`. Kind `sum<n>` for n terms."""
+    steps, total = [], terms[0]
+    for t in terms[1:]:
+        steps.append(f"{total} + {t} = {total + t}.")
+        total += t
+    question = "Compute " + " + ".join(map(str, terms)) + "."
+    return Problem(f"sum{len(terms)}", question, " ".join(steps) + f" \\boxed{{{total}}}", str(total))
+
+
 def make_problem(kind: str, rng: random.Random, digits: int = 2) -> Problem:
     lo, hi = _lo_hi(digits)
     if kind == "add":
@@ -118,6 +133,10 @@ def make_problem(kind: str, rng: random.Random, digits: int = 2) -> Problem:
         move = f"Subtract {b} from both sides" if b > 0 else f"Add {-b} to both sides"
         sol = f"{move}: {a}x = {c - b}. Divide both sides by {a}: x = {x}. \\boxed{{{x}}}"
         return Problem(kind, f"Solve for x: {lhs} = {c}.", sol, str(x))
+    if kind == "sum2":  # the CPU demo's one-step problems
+        return sum_problem(rng.randint(1, 18), rng.randint(1, 9))
+    if kind == "sum3":  # the CPU demo's two-step problems
+        return sum_problem(rng.randint(1, 9), rng.randint(1, 9), rng.randint(1, 9))
     if kind == "linear_frac":
         a = rng.randint(2, 9)
         c = rng.choice([v for v in range(1, 40) if v % a])

@@ -19,7 +19,7 @@ TEXTS = ["Compute 4 + 4 * 7.", "Solve for x: 3x - 2 = 13.", "ones: 7 + 0 = 7. te
 
 
 def _encodings(tok):
-    problems = list(load_benchmark("bundled:math_easy/eval.jsonl", max_problems=20).problems) + TEXTS
+    problems = list(load_benchmark("bundled:math_chain/eval.jsonl", max_problems=20).problems) + TEXTS
     raw = PromptEncoder(DataConfig(), tok).encode_prompts(problems)
     chat = PromptEncoder(DataConfig(use_chat_template=True, system_prompt="Be brief."), tok).encode_prompts(problems)
     demos = PromptEncoder(DataConfig(), tok).encode_demos(TEXTS)

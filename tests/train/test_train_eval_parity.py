@@ -23,7 +23,7 @@ from prefix_rft_megatron.evaluation.cli import main as eval_main
 from prefix_rft_megatron.model.tiny import build_hf_model, tiny_hf_config
 from prefix_rft_megatron.train.evaluate import results_path
 
-BENCH = "bundled:math_easy/eval.jsonl"
+BENCH = "bundled:math_chain/eval.jsonl"
 STEPS = 2
 EVAL = {"eval.k": "1", "eval.pass_k": "[1]", "eval.temperature": "0", "eval.max_new_tokens": "12",
         "eval.max_problems": "6", "eval.save_samples": "true"}
@@ -49,7 +49,7 @@ def sharp_policy(tmp_path_factory):
 def test_trainer_eval_equals_eval_cli_on_the_export(sharp_policy, tmp_path):
     out = tmp_path / "run"
     args = train_args(sharp_policy, out, STEPS, **{
-        "algorithm.name": "SFT", "train.micro_batch_size": "2", "data.train_files": "[bundled:math_easy/train.jsonl]",
+        "algorithm.name": "SFT", "train.micro_batch_size": "2", "data.train_files": "[bundled:math_chain/train.jsonl]",
         "checkpoint.export_hf_at_end": "true", "eval.benchmarks": f"[{BENCH}]", "reward.num_workers": "0", **EVAL})
     proc = subprocess.run([sys.executable, "-m", "prefix_rft_megatron.cli", "train", *args], capture_output=True,
                           text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))

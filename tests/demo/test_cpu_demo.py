@@ -1,0 +1,60 @@
+"""The CPU demo (`prefix-rft demo`): its bundled data, and a miniature end-to-end run of the driver.
+
+The full demo (600 base steps, 3 x 3 runs of 40 steps) is what `make demo` runs; here the same driver runs with a
+few steps so that the table, the per-kind breakdown, summary.json and the plot are produced for real.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from prefix_rft_megatron import demo
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_bundled_chain_data_is_what_the_generator_writes(tmp_path):
+    demo.make_chain_data(tmp_path)
+    for split in ("pretrain", "train", "eval"):
+        assert (tmp_path / f"{split}.jsonl").read_bytes() == (demo.CHAIN_DIR / f"{split}.jsonl").read_bytes(), split
+
+
+def test_chain_splits_hold_out_the_two_step_problems():
+    rows = {s: _rows(demo.CHAIN_DIR / f"{s}.jsonl") for s in ("pretrain", "train", "eval")}
+    two_step = {s: {r["problem"] for r in rs if r["kind"] == "sum3"} for s, rs in rows.items()}
+    assert len(two_step["eval"]) == 150 and len(two_step["train"]) == 400 and len(two_step["pretrain"]) == 24
+    assert not two_step["eval"] & (two_step["train"] | two_step["pretrain"])
+    assert not two_step["train"] & two_step["pretrain"]
+    for r in rows["eval"] + rows["train"]:  # answers are right and the demonstration ends in them
+        terms = [int(t) for t in r["problem"].removeprefix("Compute ").rstrip(".").split(" + ")]
+        assert int(r["answer"]) == sum(terms) and r["solution"].endswith(f"\\boxed{{{sum(terms)}}}")
+
+
+def test_demo_driver_end_to_end_in_miniature(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "prefix_rft_megatron.demo", "--out", str(out), "--seeds", "1", "--steps", "2",
+           "--base-steps", "3", "--jobs", "2", "eval.max_problems=8"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    algos = [r["algorithm"] for r in summary["rows"]]
+    assert algos == ["base", "prefix_rft", "rft", "sft"]
+    for r in summary["rows"]:
+        assert len(r["heldout"]) == 1 and 0.0 <= r["heldout"][0] <= 1.0
+        # 8 eval problems of the shuffled split: the per-kind breakdown covers exactly them
+        assert set(r["per_kind"][0]) <= {"sum2", "sum3"} and r["per_kind"][0]
+    for algo in ("prefix_rft", "rft", "sft"):
+        steps = [m["step"] for m in _rows(out / "runs" / f"{algo}_seed1" / "metrics.jsonl")]
+        assert steps == [0, 1]
+    prefixed = [m.get("reward/prefixed") for m in _rows(out / "runs" / "prefix_rft_seed1" / "metrics.jsonl")]
+    assert all(v is not None for v in prefixed)  # Prefix-RFT really generated prefixed rollouts
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert "Prefix-RFT - RFT, held-out, per seed" in proc.stdout
+    # a second invocation reuses the finished runs
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("cached") == 4, again.stdout
