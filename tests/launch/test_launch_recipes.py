@@ -10,9 +10,11 @@ from prefix_rft_megatron.launch.config import LaunchConfig
 
 
 def test_local_recipe_runs_training_under_torchrun(tmp_path):
-    """The local recipe runs the product's main job for real: `prefix-rft train` (2 steps of Prefix-RFT on a tiny
-    policy) under torchrun, through a NeMo-Run experiment."""
+    """The local recipe runs the product's main job for real: `prefix-rft train conf/cpu_demo.yaml` (the CPU demo's
+    settings: Prefix-RFT on the bundled math_chain task, 2 steps, a tiny policy in place of the demo's base) under
+    torchrun, through a NeMo-Run experiment."""
     import json
+    from pathlib import Path
 
     from prefix_rft_megatron.data import load_tokenizer
     from prefix_rft_megatron.model.tiny import save_tiny_hf_model
@@ -21,19 +23,19 @@ def test_local_recipe_runs_training_under_torchrun(tmp_path):
     policy = save_tiny_hf_model(tmp_path / "policy", family="qwen2", tie_word_embeddings=True, vocab_size=len(tok),
                                 hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                 num_key_value_heads=2, max_position_embeddings=256)
-    tok.save_pretrained(policy)
     out = tmp_path / "run"
-    conf = tmp_path / "tiny.yaml"  # list values go in a file: torchx quotes command-line arguments
-    conf.write_text("eval:\n  benchmarks: []\n")
+    demo_conf = Path(__file__).resolve().parents[2] / "conf" / "cpu_demo.yaml"
     overrides = [f"model.hf_path={policy}", f"logging.output_dir={out}", "train.steps=2", "train.prompts_per_step=4",
-                 "train.mini_batch_prompts=2", "train.micro_batch_size=8", "rollout.max_new_tokens=16",
-                 "algorithm.loss.max_response_tokens=16", "logging.progress=false", "logging.tensorboard=false"]
-    lc = LaunchConfig(gpus_per_node=1, command="train", config_files=[str(conf)], overrides=overrides,
+                 "train.mini_batch_prompts=2", "train.micro_batch_size=16", "eval.max_problems=4",
+                 "checkpoint.export_hf_at_end=true"]
+    lc = LaunchConfig(gpus_per_node=1, command="train", config_files=[str(demo_conf)], overrides=overrides,
                       env={"OMP_NUM_THREADS": "1"}, experiment_dir=str(tmp_path / "exp"))
     res = recipes.launch(lc)
     assert res["status"] == "SUCCEEDED", res
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [0, 1]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 1]
+    assert all(m["reward/prefixed"] is not None for m in metrics)  # the demo's algorithm: Prefix-RFT
+    assert metrics[-1]["eval/average"] is not None  # end-of-run held-out evaluation on math_chain
     assert (out / "checkpoints" / "step_000002").is_dir() and (out / "hf" / "config.json").is_file()
 
 
