@@ -29,6 +29,10 @@ class TrainConfig:
         for name in ("steps", "prompts_per_step", "mini_batch_prompts", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1")
+        if self.lr <= 0:  # checked here too so that it fails at start-up, not after the model is built
+            raise ValueError(f"train.lr={self.lr}: must be > 0")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"train.lr_warmup_steps={self.lr_warmup_steps}: must be >= 0")
 
 
 @dataclass

@@ -28,6 +28,7 @@ def test_yaml_then_dotlist_precedence(tmp_path):
     ("parallel.tp=two", "config: override 'parallel.tp=two': bad value for 'parallel.tp'"),
     ("model.params_dtype=fp8", "config: model.params_dtype: 'fp8' is not float32 or bfloat16"),
     ("train.mini_batch_prompts=3", "config: train.mini_batch_prompts=3 must divide train.prompts_per_step=128"),
+    ("train.lr=0", "config: train.lr=0.0: must be > 0"),
     ("checkpoint.optimizer_format=zero",
      "config: checkpoint.optimizer_format: 'zero' is not fully_reshardable|dp_reshardable"),
 ])
