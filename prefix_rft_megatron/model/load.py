@@ -74,6 +74,7 @@ def save_model_weights(model: torch.nn.Module, out_dir: str | Path, arch, hf_sid
 
     from prefix_rft_megatron.convert.hf_io import copy_side_files
     from prefix_rft_megatron.convert.hf_to_megatron import HF_SUBDIR, META_FILE
+    from prefix_rft_megatron.model.dist_save import save_sharded
 
     out = Path(out_dir)
     tmp = out.parent / f".{out.name}.partial"
@@ -81,7 +82,7 @@ def save_model_weights(model: torch.nn.Module, out_dir: str | Path, arch, hf_sid
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    dist_checkpointing.save(model.sharded_state_dict(), str(tmp))
+    save_sharded(model.sharded_state_dict(), tmp)
     if dist.get_rank() == 0:
         tp = parallel_state.get_tensor_model_parallel_world_size()
         meta = {"arch": arch.to_dict(), "padded_vocab_size": model.vocab_size if hasattr(model, "vocab_size") else None,

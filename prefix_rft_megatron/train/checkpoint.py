@@ -5,7 +5,9 @@ and RNG states, and `checkpoint_layout`: the TP/PP/DP layout and optimizer forma
 <output_dir>/checkpoints/latest (the name of the newest complete checkpoint).
 Atomicity: a checkpoint is written into `step_N.partial` and renamed when every rank has finished, then `latest` is
 replaced atomically. A crash or SIGKILL mid-save leaves a `.partial` directory that resume ignores and removes; the
-previous checkpoint stays intact and `latest` still points at it.
+previous checkpoint stays intact and `latest` still points at it. The save is megatron's torch_dist strategy run
+through `model.dist_save`: no multiprocessing Manager, and its writer processes die with the trainer, so a SIGKILL
+leaves no process behind.
 
 Another TP/PP/DP layout: the model's tensors are saved in model space (global shapes) and load at any TP/PP. The
 distributed optimizer's state is saved in megatron-core's "fully_reshardable" format by default
@@ -37,6 +39,7 @@ from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
 from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
 from prefix_rft_megatron.model.builder import unwrap_model
+from prefix_rft_megatron.model.dist_save import save_sharded
 from prefix_rft_megatron.model.load import CheckpointLayoutError
 
 logger = logging.getLogger(__name__)
@@ -212,7 +215,7 @@ class CheckpointManager:
             _LAYOUT_KEY: {"optimizer_format": _recorded_format(optimizer, self.optimizer_format),
                           **_current_layout()},
         }
-        dist_checkpointing.save(state, str(tmp))
+        save_sharded(state, tmp)  # megatron's torch_dist save, minus its Manager process (dist_save)
         if os.environ.get("PREFIX_RFT_TEST_SAVE_DELAY_S"):  # tests: hold the save open so a SIGKILL lands inside it
             import time
 

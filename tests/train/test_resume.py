@@ -1,5 +1,6 @@
 """Checkpoints are atomic and resume is exact: runs really killed with SIGKILL, then resumed, end where an
-uninterrupted run ends (every metric but timings, and every weight, bit for bit)."""
+uninterrupted run ends (every metric but timings, and every weight, bit for bit). Nothing the killed trainer started
+outlives it."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
 from train_runs import train_args
@@ -38,6 +40,40 @@ def wait_for(predicate, proc, timeout=300):
         time.sleep(0.02)
 
 
+def sigkill_leaves_no_orphans(proc, grace_s=10.0):
+    """SIGKILL the trainer; every process it had started (reward pool, multiprocessing helpers, checkpoint writers)
+    must be gone within `grace_s`. Survivors are killed here (no orphans left behind) and the test fails."""
+    children, described = psutil.Process(proc.pid).children(recursive=True), {}
+    for c in children:
+        try:
+            described[c.pid] = " ".join(c.cmdline())[:160]
+        except psutil.Error:  # already ended
+            pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def alive():
+        out = []
+        for c in children:
+            try:
+                if c.is_running() and c.status() != psutil.STATUS_ZOMBIE:  # re-parented zombies may stay unreaped
+                    out.append(c)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    deadline = time.time() + grace_s
+    while alive() and time.time() < deadline:
+        time.sleep(0.1)
+    survivors = alive()
+    for c in survivors:
+        try:
+            c.kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert not survivors, [f"{c.pid}: {described.get(c.pid, '?')}" for c in survivors]
+
+
 def metrics(out_dir):
     rows = [json.loads(l) for l in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
@@ -58,13 +94,11 @@ def test_sigkill_mid_run_and_mid_save_resumes_exactly(tiny_policy, tmp_path):
     # 1. SIGKILL between steps, once step 2's checkpoint is complete.
     proc = start(train_args(tiny_policy, out, steps))
     wait_for(lambda: (ckpts / "latest").is_file() and (ckpts / "latest").read_text() == "step_000002", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_leaves_no_orphans(proc)
     # 2. Resume, and SIGKILL it inside the save of step 3 (the save is held open by the test hook).
     proc = start(train_args(tiny_policy, out, steps), {"PREFIX_RFT_TEST_SAVE_DELAY_S": "30"})
     wait_for(lambda: (ckpts / "step_000003.partial" / "metadata.json").is_file(), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_leaves_no_orphans(proc)
     assert (ckpts / "latest").read_text() == "step_000002"  # the interrupted save never became "latest"
     assert (ckpts / "step_000002" / "metadata.json").is_file()
     # 3. Resume to the end.
