@@ -67,33 +67,22 @@ def save_model_weights(model: torch.nn.Module, out_dir: str | Path, arch, hf_sid
 
     Also writes our record (prefix_rft.json) and the HF config/tokenizer files, so the result converts back to HF.
     """
-    import os
-    import shutil
-
-    import torch.distributed as dist
-
     from prefix_rft_megatron.convert.hf_io import copy_side_files
     from prefix_rft_megatron.convert.hf_to_megatron import HF_SUBDIR, META_FILE
-    from prefix_rft_megatron.model.dist_save import save_sharded
+    from prefix_rft_megatron.model.dist_save import save_sharded_atomically
 
     out = Path(out_dir)
-    tmp = out.parent / f".{out.name}.partial"
-    if dist.get_rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    dist.barrier()
-    save_sharded(model.sharded_state_dict(), tmp)
-    if dist.get_rank() == 0:
-        tp = parallel_state.get_tensor_model_parallel_world_size()
-        meta = {"arch": arch.to_dict(), "padded_vocab_size": model.vocab_size if hasattr(model, "vocab_size") else None,
-                "tp": tp, "pp": parallel_state.get_pipeline_model_parallel_world_size(),
-                "make_vocab_size_divisible_by": make_vocab_size_divisible_by}
+    # parallel_state is only safe to ask here, on the collective path, not inside rank 0's `finish`
+    meta = {"arch": arch.to_dict(), "padded_vocab_size": model.vocab_size if hasattr(model, "vocab_size") else None,
+            "tp": parallel_state.get_tensor_model_parallel_world_size(),
+            "pp": parallel_state.get_pipeline_model_parallel_world_size(),
+            "make_vocab_size_divisible_by": make_vocab_size_divisible_by}
+
+    def finish(tmp: Path) -> None:  # our record and the HF side files, so the result converts back to HF
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         if hf_side_dir is not None:
             (tmp / HF_SUBDIR).mkdir(exist_ok=True)
             copy_side_files(hf_side_dir, tmp / HF_SUBDIR)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    dist.barrier()
+
+    save_sharded_atomically(model.sharded_state_dict(), out, out.parent / f".{out.name}.partial", finish)
     return out

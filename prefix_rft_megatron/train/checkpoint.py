@@ -39,7 +39,7 @@ from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
 from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
 from prefix_rft_megatron.model.builder import unwrap_model
-from prefix_rft_megatron.model.dist_save import save_sharded
+from prefix_rft_megatron.model.dist_save import save_sharded_atomically
 from prefix_rft_megatron.model.load import CheckpointLayoutError
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,14 @@ def _current_layout() -> dict:
 
 def _is_rank0() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _test_save_delay(partial: Path) -> None:
+    """Tests set PREFIX_RFT_TEST_SAVE_DELAY_S to hold a save open (written, not yet renamed) so a SIGKILL lands in it."""
+    if os.environ.get("PREFIX_RFT_TEST_SAVE_DELAY_S"):
+        import time
+
+        time.sleep(float(os.environ["PREFIX_RFT_TEST_SAVE_DELAY_S"]))
 
 
 def _barrier() -> None:
@@ -196,11 +204,6 @@ class CheckpointManager:
     def save(self, step: int, model, optimizer, common: dict) -> Path:
         """Collective. `common` (plain Python/tensors, the same on every rank) goes to common.pt."""
         name = f"step_{step:06d}"
-        final, tmp = self.root / name, self.root / f"{name}.partial"
-        if _is_rank0():
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        _barrier()
         model_sd = unwrap_model(model).sharded_state_dict()
         optim_sd = optimizer.sharded_state_dict(model_sd, metadata=_optim_metadata(self.optimizer_format))
         # mem-efficient fully_reshardable: DP ranks > 0 hold no optimizer tensors (param_state None); without the key
@@ -215,16 +218,9 @@ class CheckpointManager:
             _LAYOUT_KEY: {"optimizer_format": _recorded_format(optimizer, self.optimizer_format),
                           **_current_layout()},
         }
-        save_sharded(state, tmp)  # megatron's torch_dist save, minus its Manager process (dist_save)
-        if os.environ.get("PREFIX_RFT_TEST_SAVE_DELAY_S"):  # tests: hold the save open so a SIGKILL lands inside it
-            import time
-
-            time.sleep(float(os.environ["PREFIX_RFT_TEST_SAVE_DELAY_S"]))
-        _barrier()
+        # megatron's torch_dist save (minus its Manager process) into step_N.partial, renamed when all ranks are done
+        final = save_sharded_atomically(state, self.root / name, self.root / f"{name}.partial", _test_save_delay)
         if _is_rank0():
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
             pointer_tmp = self.root / "latest.tmp"
             pointer_tmp.write_text(name)
             os.replace(pointer_tmp, self.root / "latest")
