@@ -349,6 +349,15 @@ class Trainer:
             "prefix/low_t": algo.low_bound(self.cfg.algorithm.schedule, step),
             "prefix/tokens_mean": mean([len(s.prefix_ids) for s in pre]),
         }
+        if self.algo_name != AlgorithmName.SFT:
+            groups: dict[int, list[TrainSequence]] = {}
+            for s in seqs:
+                groups.setdefault(s.group_id, []).append(s)
+            # groups whose rewards are all equal get zero advantage: no gradient at all from them (Dr. GRPO)
+            m["groups/no_signal_frac"] = mean([float(len({s.reward for s in g}) == 1) for g in groups.values()])
+            # groups none of whose on-policy rollouts is correct: RFT learns nothing there, a prefixed rollout can
+            m["groups/on_policy_all_wrong_frac"] = mean(
+                [float(not any(s.correct for s in g if not s.from_demo)) for g in groups.values()])
         m.update(self._logprob_gap(batch, old_logprobs))
         return m
 
