@@ -20,12 +20,9 @@ thread_count, called through `dist_checkpointing.save`.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
 import shutil
-import signal
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -34,31 +31,17 @@ from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.strategies import filesystem_async
 from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
 
-from prefix_rft_megatron.reward.parent_death import PR_SET_PDEATHSIG, die_with_parent
+from prefix_rft_megatron.reward.parent_death import die_with_parent
 
 _saving: int | None = None  # the pid of a process inside save_sharded: what it forks then (the writers) dies with it
-
-
-def _resolve_prctl():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _resolve_prctl()  # looked up here, in the parent: a child forked from a threaded process should not dlopen
 
 
 def _after_fork_in_child() -> None:
     if _saving is None:
         return
-    if _PRCTL is not None and _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
-        if os.getppid() != _saving:  # the saver was gone before the signal was armed
-            os._exit(1)
-    else:
-        die_with_parent(owner=_saving)  # the fallback (a watchdog thread)
+    die_with_parent()  # PR_SET_PDEATHSIG, or the watchdog thread where that is not available
+    if os.getppid() != _saving:  # the saver was gone before the signal was armed
+        os._exit(1)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

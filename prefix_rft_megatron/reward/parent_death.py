@@ -33,14 +33,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _resolve_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up at import, in the parent: a child forked from a threaded process (a checkpoint writer, `model.dist_save`)
+# should not dlopen before it arms the signal.
+_PRCTL = _resolve_prctl()
+
+
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
     """Ask the kernel for `sig` when the parent ends; False where that is not available."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return _PRCTL is not None and _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
 
 
 def _watch_parent(parent: int) -> None:
