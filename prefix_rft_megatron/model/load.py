@@ -19,20 +19,30 @@ class CheckpointLayoutError(ValueError):
     """The checkpoint cannot be loaded into this model layout (one line)."""
 
 
-def check_vocab_padding(model, ckpt: CheckpointReader) -> None:
+def check_vocab_padding(model, ckpt: CheckpointReader, vocab_size: int | None = None) -> None:
+    """The vocabulary is padded to a multiple of make_vocab_size_divisible_by x TP, so a checkpoint written (or
+    converted) at another TP can hold another number of embedding rows, which megatron's load cannot reshape. Stop
+    with one line that says what to do; `vocab_size` (unpadded) lets it name a make_vocab_size_divisible_by that fits.
+    """
     key = "embedding.word_embeddings.weight"
-    if key not in ckpt.metadata.state_dict_metadata:
+    if key not in ckpt.metadata.state_dict_metadata or not hasattr(model, "vocab_size"):
         return
-    saved = ckpt.shape(key)[0]
-    wanted = model.vocab_size
-    if saved != wanted:
-        tp = parallel_state.get_tensor_model_parallel_world_size()
-        meta = ckpt.dir / "prefix_rft.json"
-        made_for = json.loads(meta.read_text()).get("tp") if meta.is_file() else "?"
-        raise CheckpointLayoutError(
-            f"{ckpt.dir}: vocabulary padded to {saved} rows (converted for tp={made_for}), but this model at "
-            f"tp={tp} pads to {wanted}; re-convert with --tp {tp} or set model.make_vocab_size_divisible_by"
-        )
+    saved, wanted = ckpt.shape(key)[0], model.vocab_size
+    if saved == wanted:
+        return
+    tp = parallel_state.get_tensor_model_parallel_world_size()
+    # a multiple m of TP that divides `saved` and exceeds its padding pads the vocabulary to exactly `saved` rows
+    fits = [m for m in range(tp, saved + 1, tp)
+            if vocab_size is not None and saved % m == 0 and saved - vocab_size < m]
+    setting = (f"set model.make_vocab_size_divisible_by={fits[0] // tp}" if fits else
+               "set model.make_vocab_size_divisible_by so that both pad alike")
+    meta = ckpt.dir / "prefix_rft.json"  # written by the converter (and save_model_weights), not by training saves
+    made_for, fix = "", setting
+    if meta.is_file():
+        made_for = f" (converted for tp={json.loads(meta.read_text()).get('tp')})"
+        fix = f"re-convert with --tp {tp} or {setting}"
+    raise CheckpointLayoutError(f"{ckpt.dir}: vocabulary padded to {saved} rows{made_for}, but this model at TP={tp} "
+                                f"pads it to {wanted}; {fix}")
 
 
 def load_model_weights(model: torch.nn.Module, ckpt_dir: str | Path, prefix: str = "") -> None:
