@@ -40,11 +40,11 @@ from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
 from prefix_rft_megatron.model.builder import unwrap_model
 from prefix_rft_megatron.model.dist_save import save_sharded_atomically
-from prefix_rft_megatron.model.load import CheckpointLayoutError
+from prefix_rft_megatron.model.load import CheckpointLayoutError, check_vocab_padding
+from prefix_rft_megatron.train.config import OPTIMIZER_FORMATS
 
 logger = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-OPTIMIZER_FORMATS = ("fully_reshardable", "dp_reshardable")  # see the module docstring
 _LAYOUT_KEY = "checkpoint_layout"  # in common.pt: {"optimizer_format", "tp", "pp", "dp"}
 _LEGACY_FORMAT = "dp_reshardable"  # checkpoints written before the layout was recorded
 
@@ -159,26 +159,6 @@ def _fully_reshardable_load_keeps_step(optimizer):
             del opt._set_main_param_and_optimizer_states
 
 
-def _check_vocab_rows(path: Path, module, vocab_size: int | None) -> None:
-    """The vocabulary is padded to a multiple of make_vocab_size_divisible_by x TP, so another TP can change the
-    embedding's row count, which megatron's load cannot reshape. Stop with one line that says what to set."""
-    key = "embedding.word_embeddings.weight"
-    reader = CheckpointReader(path)
-    if key not in reader.metadata.state_dict_metadata or not hasattr(module, "vocab_size"):
-        return
-    saved, wanted = reader.shape(key)[0], module.vocab_size
-    if saved == wanted:
-        return
-    tp = parallel_state.get_tensor_model_parallel_world_size()
-    # a multiple m of TP that divides `saved` and exceeds its padding pads the vocabulary to exactly `saved` rows
-    fits = [m for m in range(tp, saved + 1, tp)
-            if vocab_size is not None and saved % m == 0 and saved - vocab_size < m]
-    hint = (f"set model.make_vocab_size_divisible_by={fits[0] // tp}" if fits else
-            "set model.make_vocab_size_divisible_by so that both pad alike")
-    raise CheckpointLayoutError(
-        f"{path}: vocabulary padded to {saved} rows, but this run's model at TP={tp} pads it to {wanted}; {hint}")
-
-
 class CheckpointManager:
     def __init__(self, root: str | Path, keep_last: int = 3, optimizer_format: str = "fully_reshardable"):
         if optimizer_format not in OPTIMIZER_FORMATS:
@@ -246,7 +226,7 @@ class CheckpointManager:
                 f"{path}: optimizer state saved as dp_reshardable at TP={saved['tp']} PP={saved['pp']} resumes only "
                 f"at that TP/PP (this run: TP={now['tp']} PP={now['pp']}); resume there, or save with "
                 "checkpoint.optimizer_format=fully_reshardable")
-        _check_vocab_rows(path, module, vocab_size)
+        check_vocab_padding(module, CheckpointReader(path), vocab_size)
         if saved and any(saved[k] != now[k] for k in now) and _is_rank0():
             logger.info("checkpoint: resharding %s from TP=%d PP=%d DP=%d to TP=%d PP=%d DP=%d", path.name,
                         saved["tp"], saved["pp"], saved["dp"], now["tp"], now["pp"], now["dp"])

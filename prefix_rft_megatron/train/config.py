@@ -35,6 +35,10 @@ class TrainConfig:
             raise ValueError(f"train.lr_warmup_steps={self.lr_warmup_steps}: must be >= 0")
 
 
+# distributed-optimizer state layouts (train/checkpoint.py)
+OPTIMIZER_FORMATS = ("fully_reshardable", "dp_reshardable")
+
+
 @dataclass
 class CheckpointConfig:
     save_every: int = 50  # steps between checkpoints (model, optimizer, scheduler, data position, RNG)
@@ -46,7 +50,7 @@ class CheckpointConfig:
     optimizer_format: str = "fully_reshardable"
 
     def __post_init__(self):
-        if self.optimizer_format not in ("fully_reshardable", "dp_reshardable"):
+        if self.optimizer_format not in OPTIMIZER_FORMATS:
             raise ValueError(f"checkpoint.optimizer_format: {self.optimizer_format!r} is not "
                              "fully_reshardable|dp_reshardable")
 
