@@ -126,8 +126,9 @@ def train(run_dir: Path, overrides: list[str], label: str, threads: int) -> dict
         tail = (run_dir / "train.log").read_text().splitlines()[-15:]
         raise SystemExit(f"error: {label} failed (exit {rc}); last lines of {run_dir}/train.log:\n" + "\n".join(tail))
     done.write_text(json.dumps({**key, "minutes": minutes}, indent=1))
-    print(f"  {label}: {minutes:.1f} min, held-out {100 * _final_eval(read_metrics(run_dir)):.1f}%", flush=True)
-    return {"minutes": minutes, "metrics": read_metrics(run_dir), "run_dir": run_dir}
+    metrics = read_metrics(run_dir)
+    print(f"  {label}: {minutes:.1f} min, held-out {100 * _final_eval(metrics):.1f}%", flush=True)
+    return {"minutes": minutes, "metrics": metrics, "run_dir": run_dir}
 
 
 def _final_eval(metrics: list[dict]) -> float:
