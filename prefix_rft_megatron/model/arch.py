@@ -13,6 +13,10 @@ from typing import Any
 
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 
+# Megatron-Core 0.16 applies Llama 3.x RoPE scaling with only the factor configurable; the frequency bands and the
+# original context are fixed (RotaryEmbedding._apply_scaling). A config with other values cannot be expressed.
+MEGATRON_LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
 
 class ArchError(ValueError):
     """A user-visible problem with a model config (one line)."""
@@ -102,14 +106,7 @@ class ModelArch:
             raise ArchError(f"{where}: attention_bias/mlp_bias on a Llama model is not supported")
         heads = need("num_attention_heads")
         hidden = need("hidden_size")
-        llama3_factor = 0.0
-        scaling = cfg.get("rope_scaling")
-        if scaling:
-            kind = scaling.get("rope_type", scaling.get("type"))
-            if kind == "llama3":
-                llama3_factor = float(scaling["factor"])
-            elif kind not in (None, "default"):
-                raise ArchError(f"{where}: rope_scaling type {kind!r} is not supported (only llama3)")
+        llama3_factor = _llama3_rope_factor(cfg, where)
         rope_theta = cfg.get("rope_theta")
         if rope_theta is None:  # transformers 5 nests it under rope_parameters
             rope_theta = (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
@@ -129,3 +126,24 @@ class ModelArch:
             max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
             llama3_rope_factor=llama3_factor,
         )
+
+
+def _llama3_rope_factor(cfg: dict[str, Any], where: str) -> float:
+    """The Llama 3.x RoPE scaling factor (0.0: no scaling), from `rope_scaling` (transformers 4) or
+    `rope_parameters` (transformers 5, which also holds rope_theta there). Anything Megatron would silently compute
+    differently is refused with one line."""
+    scaling = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    key = "rope_scaling" if cfg.get("rope_scaling") else "rope_parameters"
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind in (None, "default"):
+        return 0.0
+    if kind != "llama3":
+        raise ArchError(f"{where}: {key}.rope_type={kind!r} is not supported (only 'default' and 'llama3')")
+    for name, expected in MEGATRON_LLAMA3_ROPE.items():
+        value = scaling.get(name, expected)
+        if float(value) != expected:
+            raise ArchError(f"{where}: {key}.{name}={value} cannot be expressed in Megatron-Core's Llama 3 RoPE "
+                            f"scaling (fixed at {expected})")
+    if "factor" not in scaling or float(scaling["factor"]) <= 0:
+        raise ArchError(f"{where}: {key}.factor missing or not > 0 for rope_type 'llama3'")
+    return float(scaling["factor"])

@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from prefix_rft_megatron.model.arch import ModelArch
 from prefix_rft_megatron.model.attention import SDPACoreAttention
+from prefix_rft_megatron.model.norm import RMSNorm
 
 logger = logging.getLogger(__name__)
 _LOGGED: set[str] = set()
@@ -41,12 +43,13 @@ def fused_backends() -> dict[str, bool]:
     return found
 
 
-def choose_layer_spec(use_te: bool | None = None):
-    """Transformer Engine spec if asked for or (by default) available with CUDA; else local spec + SDPA."""
+def choose_layer_spec(config: TransformerConfig, use_te: bool | None = None):
+    """Transformer Engine spec if asked for or (by default) available with CUDA; else the local spec with torch SDPA
+    attention and an RMSNorm that supports sequence parallelism (`model.norm`), as a block spec for this stage."""
     backends = fused_backends()
     te_ok = backends["transformer_engine"] and backends["cuda"]
     if use_te and not te_ok:
-        raise RuntimeError("model.use_te=true but Transformer Engine with CUDA is not available")
+        raise RuntimeError("model.transformer_impl=transformer_engine but Transformer Engine with CUDA is not available")
     if use_te is None:
         use_te = te_ok
     if use_te:
@@ -56,13 +59,15 @@ def choose_layer_spec(use_te: bool | None = None):
         return get_gpt_layer_with_transformer_engine_spec()
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = SDPACoreAttention
+    spec.submodules.input_layernorm = RMSNorm
+    spec.submodules.pre_mlp_layernorm = RMSNorm
     _log_once(
-        "model: local layer spec with torch SDPA attention "
+        "model: local layer spec with torch SDPA attention and torch RMSNorm "
         f"(transformer_engine={'yes' if backends['transformer_engine'] else 'no'}, "
-        f"apex={'yes' if backends['apex'] else 'no'}: norms are "
-        f"{'apex fused' if backends['apex'] else 'torch'} RMSNorm, cuda={'yes' if backends['cuda'] else 'no'})"
+        f"apex={'yes' if backends['apex'] else 'no'}, cuda={'yes' if backends['cuda'] else 'no'})"
     )
-    return spec
+    # the final norm comes from the block spec (a bare layer spec would get megatron's own, which refuses SP)
+    return TransformerBlockSubmodules(layer_specs=[spec] * get_num_layers_to_build(config), layer_norm=RMSNorm)
 
 
 def transformer_config(arch: ModelArch, params_dtype: torch.dtype = torch.float32, **overrides) -> TransformerConfig:
@@ -98,8 +103,11 @@ def transformer_config(arch: ModelArch, params_dtype: torch.dtype = torch.float3
         init_method_std=0.02,
         # Logits and the loss are computed by our own vocab-parallel code in fp32.
         cross_entropy_loss_fusion=False,
+        # Sequence parallelism (activations outside attention/MLP split over TP along the sequence) needs TP > 1.
+        sequence_parallel=False,
     )
     kwargs.update(overrides)
+    kwargs["sequence_parallel"] = bool(kwargs["sequence_parallel"]) and tp > 1
     return TransformerConfig(**kwargs)
 
 
@@ -115,7 +123,7 @@ def build_gpt_model(
     tp = parallel_state.get_tensor_model_parallel_world_size()
     model = GPTModel(
         config=config,
-        transformer_layer_spec=choose_layer_spec(use_te),
+        transformer_layer_spec=choose_layer_spec(config, use_te),
         vocab_size=arch.padded_vocab_size(tp, make_vocab_size_divisible_by),
         max_sequence_length=arch.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage(),

@@ -51,37 +51,53 @@ def main(argv=None) -> int:
     return _compare(args, tol)
 
 
-def _compare(args, tol: float) -> int:
+def logits_diff(hf_dir: str, megatron_ckpt: str, tp: int = 1, pp: int = 1, dtype: str = "float32", batch: int = 2,
+                seq_len: int = 64, seed: int = 0) -> dict | None:
+    """Megatron (this process's TP/PP rank) vs transformers on the same random tokens. Collective; returns
+    {"logit": max |logit diff|, "logprob": max |log-prob diff|, "tokens": n} on the rank that compared (last PP
+    stage, TP rank 0), None elsewhere. The caller owns the process group (see `main`)."""
     import torch
-    import torch.distributed as dist
     from megatron.core import parallel_state
 
     from prefix_rft_megatron.model import ModelArch, build_gpt_model
     from prefix_rft_megatron.model.forward import forward_full_logits
     from prefix_rft_megatron.model.load import load_model_weights
+
+    torch_dtype = getattr(torch, dtype)
+    arch = ModelArch.from_hf(hf_dir)
+    model = build_gpt_model(arch, params_dtype=torch_dtype)
+    load_model_weights(model, megatron_ckpt)
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, arch.vocab_size, (batch, seq_len), generator=g)
+    logits = forward_full_logits(model, tokens, arch.vocab_size)
+    if not (parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0):
+        return None
+    from transformers import AutoModelForCausalLM
+
+    device = logits.device
+    hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch_dtype).to(device).eval()
+    with torch.no_grad():
+        ref = hf(tokens.to(device)).logits.float()
+    return {"logit": (logits - ref).abs().max().item(),
+            "logprob": (torch.log_softmax(logits, -1) - torch.log_softmax(ref, -1)).abs().max().item(),
+            "tokens": tokens.numel()}
+
+
+def _compare(args, tol: float) -> int:
+    import torch
+    import torch.distributed as dist
+
     from prefix_rft_megatron.parallel.init import destroy_parallel, initialize_parallel
 
-    dtype = getattr(torch, args.dtype)
-    layout = initialize_parallel(tp=args.tp, pp=args.pp, seed=args.seed)
-    arch = ModelArch.from_hf(args.hf_dir)
-    model = build_gpt_model(arch, params_dtype=dtype)
-    load_model_weights(model, args.megatron_ckpt)
-    model.eval()
-    g = torch.Generator().manual_seed(args.seed)
-    tokens = torch.randint(0, arch.vocab_size, (args.batch, args.seq_len), generator=g)
-    logits = forward_full_logits(model, tokens, arch.vocab_size)
+    initialize_parallel(tp=args.tp, pp=args.pp, seed=args.seed)
+    diff = logits_diff(args.hf_dir, args.megatron_ckpt, args.tp, args.pp, args.dtype, args.batch, args.seq_len,
+                       args.seed)
     failed = torch.zeros(1)
-    if parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0:
-        from transformers import AutoModelForCausalLM
-
-        hf = AutoModelForCausalLM.from_pretrained(args.hf_dir, dtype=dtype).to(layout.device).eval()
-        with torch.no_grad():
-            ref = hf(tokens.to(layout.device)).logits.float()
-        logit_diff = (logits - ref).abs().max().item()
-        lp_diff = (torch.log_softmax(logits, -1) - torch.log_softmax(ref, -1)).abs().max().item()
-        ok = logit_diff <= tol and lp_diff <= tol
-        print(f"compare_logits: tp={args.tp} pp={args.pp} dtype={args.dtype} tokens={tokens.numel()} "
-              f"max|logit diff|={logit_diff:.3e} max|logprob diff|={lp_diff:.3e} tol={tol:.0e} "
+    if diff is not None:
+        ok = diff["logit"] <= tol and diff["logprob"] <= tol
+        print(f"compare_logits: tp={args.tp} pp={args.pp} dtype={args.dtype} tokens={diff['tokens']} "
+              f"max|logit diff|={diff['logit']:.3e} max|logprob diff|={diff['logprob']:.3e} tol={tol:.0e} "
               f"{'OK' if ok else 'FAIL'}", flush=True)
         failed[0] = 0 if ok else 1
     dist.all_reduce(failed, op=dist.ReduceOp.MAX)

@@ -16,7 +16,9 @@ def tiny_hf_config(
     num_attention_heads: int = 4,
     num_key_value_heads: int = 2,
     max_position_embeddings: int = 512,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """An HF config dict; `extra` keys (e.g. `rope_scaling`, `head_dim`) are added as they are."""
     arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[family]
     return {
         "architectures": [arch],
@@ -35,6 +37,7 @@ def tiny_hf_config(
         "torch_dtype": "float32",
         "bos_token_id": 1,
         "eos_token_id": 2,
+        **extra,
     }
 
 
