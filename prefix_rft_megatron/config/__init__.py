@@ -1,4 +1,5 @@
-from prefix_rft_megatron.config.loader import ConfigError, load_config, to_yaml
+from prefix_rft_megatron.config.loader import load_config, to_yaml
 from prefix_rft_megatron.config.schema import Config, ModelConfig, ParallelConfig
+from prefix_rft_megatron.config.validate import ConfigError, check_training
 
-__all__ = ["Config", "ConfigError", "ModelConfig", "ParallelConfig", "load_config", "to_yaml"]
+__all__ = ["Config", "ConfigError", "ModelConfig", "ParallelConfig", "check_training", "load_config", "to_yaml"]

@@ -15,10 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from prefix_rft_megatron.config.schema import Config
-
-
-class ConfigError(ValueError):
-    """A user-visible configuration problem (one line)."""
+from prefix_rft_megatron.config.validate import ConfigError, check, derive
 
 
 def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -93,9 +90,11 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
             raise _explain(e, schema, f"override {item!r}") from None
         benchmarks_set |= _sets(parsed, "eval.benchmarks")
     try:
-        return _apply_deprecated(OmegaConf.to_object(cfg), benchmarks_set)  # to_object runs __post_init__ checks
+        cfg = _apply_deprecated(OmegaConf.to_object(cfg), benchmarks_set)  # to_object runs __post_init__ checks
     except (ValueError, OmegaConfBaseException) as e:
         raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+    check(derive(cfg))
+    return cfg
 
 
 def to_yaml(cfg: Config) -> str:

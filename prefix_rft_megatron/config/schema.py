@@ -39,7 +39,13 @@ class ParallelConfig:
     pp: int = 1  # pipeline-parallel size
     # data-parallel size is world_size / (tp * pp)
     use_distributed_optimizer: bool = True  # Megatron's distributed optimizer (optimizer state sharded over DP)
-    seed: int = 1234  # seeds model init, sampling and the prefix-length draws (never per rank)
+    # Megatron's sequence parallelism, used when tp > 1: the activations outside attention and MLP (norms, residuals,
+    # dropout) are split along the sequence over the TP ranks instead of held whole on each; what the memory
+    # estimate (`prefix-rft launch --check`) assumes. Sequences are padded to a multiple of tp for it.
+    sequence_parallel: bool = True
+    # torch's RNG on every rank (the same on all): the model's initial weights and Megatron's RNG tracker. Sampling,
+    # prefix lengths and data order have their own seeds (rollout.seed, algorithm.seed, data.seed).
+    seed: int = 1234
 
 
 @dataclass

@@ -83,7 +83,7 @@ def build_eval_engine(cfg, hf_dir: str):
         logging.getLogger(__name__).warning(
             "eval: attaching to %s; they are evaluated with the weights they hold, not %s's",
             cfg.rollout.server_urls, hf_dir)
-    elif not cfg.rollout.model_path:
+    else:  # launched servers load the checkpoint under evaluation (not model.hf_path, which a YAML may also set)
         cfg.rollout.model_path = str(hf_dir)
     return build_engine(cfg.rollout)
 

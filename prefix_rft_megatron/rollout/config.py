@@ -103,13 +103,15 @@ class RolloutConfig:
     weight_bucket_mib: int = 512
     # How /pause_generation treats in-flight requests during a weight update: "abort", "retract" or "in_place".
     pause_mode: str = "abort"
-    # Master address of the NCCL weight-update group (distributed mode); rank 0 is the trainer's sending rank.
-    update_group_master_address: str = "127.0.0.1"
+    # Master address of the NCCL weight-update group (distributed mode), where the servers connect to trainer rank 0
+    # (the sending rank). Empty: found at start-up, the address of rank 0's host on its route to the first server.
+    update_group_master_address: str = ""
     # Master port of the NCCL weight-update group (distributed mode).
     update_group_master_port: int = 29600
     # Name of the weight-update process group on the servers.
     update_group_name: str = "prefix_rft_weight_update"
-    # Release GPU memory of colocated servers (weights and KV cache) while the trainer runs.
+    # Release GPU memory of colocated servers (weights and KV cache) while the trainer runs (read when
+    # train.colocate; servers on their own GPUs keep their memory).
     offload_during_training: bool = True
 
     def sampling_params(self) -> SamplingParams:

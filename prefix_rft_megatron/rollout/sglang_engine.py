@@ -51,6 +51,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
+from ..config.validate import routable_address
 from .config import RolloutConfig
 from .engine import RolloutEngine, WeightBucket
 from .types import Completion, GenerateRequest, SamplingParams
@@ -64,6 +65,12 @@ TRANSIENT_HTTP_CODES = (429, 502, 503, 504)
 
 class SGLangError(RuntimeError):
     """An SGLang server refused or failed a request (not retried)."""
+
+
+def api_version_matches(version: str) -> bool:
+    """The server's release is SGLANG_API_VERSION (post and local builds of it, e.g. 0.5.23.post1, 0.5.23+cu130)."""
+    base = version.split("+", 1)[0]
+    return base == SGLANG_API_VERSION or base.startswith(SGLANG_API_VERSION + ".post")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,6 +301,7 @@ class SGLangEngine(RolloutEngine):
         self._closed = False
         try:
             self.wait_until_healthy(cfg.health_timeout_s, cfg.health_poll_interval_s)
+            self.check_versions()
         except BaseException:
             self.shutdown()
             raise
@@ -328,6 +336,15 @@ class SGLangEngine(RolloutEngine):
                         f"(rollout.health_timeout_s); last answer: {last}{where}"
                     )
                 time.sleep(poll_s)
+
+    def check_versions(self) -> None:
+        """Every server must run the SGLang release whose HTTP API this client speaks (`SGLANG_API_VERSION`)."""
+        for c in self.clients:
+            version = str((c.get("/server_info") or {}).get("version", "unknown"))
+            if not api_version_matches(version):
+                raise SGLangError(
+                    f"SGLang server {c.url} runs sglang {version}; this client is written for sglang "
+                    f"{SGLANG_API_VERSION}'s HTTP API (install sglang=={SGLANG_API_VERSION} where the server runs)")
 
     def health(self) -> bool:
         for c in self.clients:
@@ -387,10 +404,13 @@ class SGLangEngine(RolloutEngine):
         joined; call once, from the trainer rank that sends the weights."""
         cfg = self.cfg
         world_size = 1 + cfg.tp_size * len(self.clients)
+        # the servers dial this address: trainer rank 0's host as they can reach it
+        address = cfg.update_group_master_address or routable_address(self.urls[0])
+        logger.info("weight-update group: servers connect to %s:%d", address, cfg.update_group_master_port)
         futs = []
         for i, c in enumerate(self.clients):
             body = {
-                "master_address": cfg.update_group_master_address,
+                "master_address": address,
                 "master_port": cfg.update_group_master_port,
                 "rank_offset": 1 + i * cfg.tp_size,
                 "world_size": world_size,
@@ -400,7 +420,7 @@ class SGLangEngine(RolloutEngine):
             futs.append(self._pool.submit(c.post, "/init_weights_update_group", body, retry=False))
         factory = self._update_group_factory or _default_update_group_factory
         self._update_group = factory(
-            cfg.update_group_master_address, cfg.update_group_master_port, world_size, 0, cfg.update_group_name
+            address, cfg.update_group_master_port, world_size, 0, cfg.update_group_name
         )
         self._check(futs, "/init_weights_update_group")
 

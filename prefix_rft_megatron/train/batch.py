@@ -60,8 +60,11 @@ class SequenceBatch:
         )
 
 
-def build_batch(seqs: Sequence[TrainSequence], pad_id: int = 0, length: int | None = None) -> SequenceBatch:
+def build_batch(seqs: Sequence[TrainSequence], pad_id: int = 0, length: int | None = None,
+                multiple_of: int = 1) -> SequenceBatch:
+    """`length`: positions per row (default: the longest sequence's), rounded up to a multiple of `multiple_of`."""
     S = length if length is not None else max(s.length for s in seqs) - 1
+    S = -(-S // multiple_of) * multiple_of
     n = len(seqs)
     input_ids = torch.full((n, S), pad_id, dtype=torch.long)
     target_ids = torch.full((n, S), pad_id, dtype=torch.long)

@@ -28,20 +28,24 @@ def configure_logging(level: str = "INFO") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from prefix_rft_megatron.cli import _split_config_args
-    from prefix_rft_megatron.config import ConfigError, load_config
+    from prefix_rft_megatron.config import ConfigError, check_training, load_config
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
     files, overrides = _split_config_args(argv)
+    nproc_relaunch = None
     try:
         cfg = load_config(files, overrides)
+        if "WORLD_SIZE" not in os.environ:  # a plain process: relaunched below with tp * pp processes
+            nproc_relaunch = cfg.parallel.tp * cfg.parallel.pp
+        check_training(cfg, int(os.environ.get("WORLD_SIZE", nproc_relaunch or 1)))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     configure_logging(cfg.logging.log_level)
-    nproc = cfg.parallel.tp * cfg.parallel.pp
+    nproc = nproc_relaunch or 1
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
                "-m", "prefix_rft_megatron.cli", "train", *argv]

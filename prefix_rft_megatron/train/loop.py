@@ -23,9 +23,9 @@ from omegaconf import OmegaConf
 
 from prefix_rft_megatron import algo
 from prefix_rft_megatron.algo import AlgorithmName
-from prefix_rft_megatron.config import Config
+from prefix_rft_megatron.config import Config, check_training
 from prefix_rft_megatron.data import PromptDataset, PromptSampler, load_tokenizer
-from prefix_rft_megatron.model import ModelArch, build_gpt_model
+from prefix_rft_megatron.model import ModelArch, build_gpt_model, unwrap_model
 from prefix_rft_megatron.model.forward import mask_padded_vocab
 from prefix_rft_megatron.model.load import load_model_weights
 from prefix_rft_megatron.parallel.init import initialize_parallel
@@ -55,7 +55,7 @@ class Trainer:
         self.algo_name = cfg.algorithm.name
         self.G = 1 if self.algo_name == AlgorithmName.SFT else cfg.algorithm.group_size
         self.K = 0 if self.algo_name in (AlgorithmName.SFT, AlgorithmName.RFT) else cfg.algorithm.num_prefixed
-        _check_layout(cfg, self.G, self.layout.dp)
+        check_training(cfg, self.layout.world_size)
 
         self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         self.train_set = PromptDataset.from_config(cfg.data, "train", self.tokenizer)
@@ -66,6 +66,7 @@ class Trainer:
         dtype = getattr(torch, cfg.model.params_dtype)
         use_te = {"auto": None, "transformer_engine": True, "local": False}[cfg.model.transformer_impl]
         model = build_gpt_model(self.arch, params_dtype=dtype, use_te=use_te,
+                                sequence_parallel=cfg.parallel.sequence_parallel,
                                 make_vocab_size_divisible_by=cfg.model.make_vocab_size_divisible_by,
                                 recompute_granularity="full" if cfg.model.recompute_activations else None,
                                 recompute_method="uniform" if cfg.model.recompute_activations else None,
@@ -79,6 +80,7 @@ class Trainer:
             warmup_steps=tc.lr_warmup_steps)
 
         self.engine = build_engine(cfg.rollout, hf_config=cfg.model.hf_path) if self.rank0 else None
+        self._offload_engine = self.engine is not None and tc.colocate and cfg.rollout.offload_during_training
         self.weight_sync = WeightSync(self.model, self.arch, self.engine, cfg.rollout.weight_bucket_mib * 2**20)
         self.scorer = None
         if self.rank0:
@@ -163,17 +165,20 @@ class Trainer:
         if self.rank0:
             self.reward(sequences, examples)
         sequences = _broadcast(sequences)
-        if self.cfg.train.colocate and self.engine is not None:
+        if self._offload_engine:
             self.engine.release_memory()  # colocated: the engines' weights and KV cache leave the GPU while we train
         t_reward = time.perf_counter()
-        batch = build_batch(sequences, pad_id=self.tokenizer.pad_token_id or 0)
+        batch = build_batch(sequences, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=self._seq_multiple())
         advantages = self.advantages(batch)
         old_logprobs, entropy = self.recompute(batch)
         advantages, keep = self.prefix_mask(batch, advantages, entropy, step)
         t_recompute = time.perf_counter()
         train_metrics = self.update(batch, advantages, old_logprobs, keep)
         t_train = time.perf_counter()
-        if self.cfg.train.colocate and self.engine is not None:
+        if self._offload_engine:
+            # the caching allocator keeps freed activation blocks reserved: hand them back before the engine
+            # takes its memory again (it needs the same amount free as at its start)
+            release_cached_device_memory()
             self.engine.resume_memory()
         sync = self.weight_sync.sync(version=step + 1)
         t_sync = time.perf_counter()
@@ -233,6 +238,10 @@ class Trainer:
             torch.tensor([s.reward for s in seqs]), torch.tensor([s.group_id for s in seqs]),
             torch.tensor([s.from_demo for s in seqs]), self.algo_name, self.cfg.algorithm.continuation_baseline)
         return algo.token_advantages(seq_adv, batch.response_mask, batch.prefix_mask)
+
+    def _seq_multiple(self) -> int:
+        """Sequence lengths are padded to a multiple of this: TP with sequence parallelism splits the sequence."""
+        return self.layout.tp if unwrap_model(self.model).config.sequence_parallel else 1
 
     def _rank_rows(self) -> list[list[int]]:
         """For each mini-batch, the rows this DP rank trains on (a strided share: every rank gets equal work)."""
@@ -402,26 +411,14 @@ class Trainer:
             self.engine.shutdown()
 
 
+def release_cached_device_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _broadcast(obj):
     if dist.get_world_size() == 1:
         return obj
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
-
-
-def _check_layout(cfg: Config, G: int, dp: int) -> None:
-    per_mini = cfg.train.mini_batch_prompts * G
-    unit = dp * cfg.train.micro_batch_size
-    if per_mini % unit:
-        raise ValueError(
-            f"train: a mini-batch has {per_mini} sequences (mini_batch_prompts={cfg.train.mini_batch_prompts} x "
-            f"group {G}), not divisible by dp={dp} x micro_batch_size={cfg.train.micro_batch_size}")
-    if cfg.rollout.temperature != cfg.algorithm.temperature:
-        raise ValueError(f"rollout.temperature={cfg.rollout.temperature} must equal algorithm.temperature="
-                         f"{cfg.algorithm.temperature} (log-probs and entropies are defined at that temperature)")
-    if cfg.algorithm.loss.kl_coef > 0:
-        raise ValueError("algorithm.loss.kl_coef > 0: the loss supports KL, but the trainer keeps no reference "
-                         "model yet; leave it at 0")
-    if not cfg.model.hf_path:
-        raise ValueError("model.hf_path is required (the HF directory the policy starts from)")

@@ -125,6 +125,7 @@ class StubSGLangServer:
             def do_POST(self):
                 self._handle("POST")
 
+        self.version = "0.5.23"
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -134,6 +135,8 @@ class StubSGLangServer:
     def route(self, method, path, body):
         if path in ("/health", "/health_generate"):
             return self.health_code, ""
+        if path == "/server_info":  # sglang 0.5.23 answers with its server args and "version"
+            return 200, {"version": self.version, "skip_tokenizer_init": True}
         if path == "/generate":
             return 200, self.generate_fn(body)
         if path in ("/pause_generation", "/continue_generation"):

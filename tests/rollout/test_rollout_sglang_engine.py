@@ -21,6 +21,12 @@ from prefix_rft_megatron.rollout.sglang_engine import (
 )
 from prefix_rft_megatron.rollout.weight_buckets import unflatten_bucket
 
+SETUP_PATHS = ("/health_generate", "/server_info")  # what attaching sends: health, then the version check
+
+
+def _body(stub, path):
+    return next(b for m, p, b in stub.requests if p == path)
+
 
 def attach(servers, sleeps=None, **over):
     kw = dict(engine="sglang", server_urls=[s.url for s in servers], health_timeout_s=5.0, health_poll_interval_s=0.05,
@@ -187,10 +193,10 @@ def test_colocated_weight_update_sequence_and_payloads(stub_servers):
         # incoming buckets are regrouped to <= 1 MiB: [embed, q_proj], [up_proj (1 MiB, alone)], [norm, lm_head]
         eng.update_weights([state[:2], state[2:]], version=3)
         for s in stub_servers:
-            seq = [p for m, p, b in s.requests if p != "/health_generate"]
+            seq = [p for m, p, b in s.requests if p not in SETUP_PATHS]
             assert seq == ["/pause_generation", "/begin_weight_update"] + ["/update_weights_from_tensor"] * 3 + [
                 "/end_weight_update", "/flush_cache", "/continue_generation"]  # fmt: skip
-            assert s.requests[1][2] == {"mode": "abort"}
+            assert _body(s, "/pause_generation") == {"mode": "abort"}
             updates = [b for m, p, b in s.requests if p == "/update_weights_from_tensor"]
             for b in updates:
                 assert b["load_format"] == "flattened_bucket" and b["flush_cache"] is False
@@ -206,11 +212,11 @@ def test_in_place_pause_skips_the_cache_flush(stub_server):
     eng = attach([stub_server], pause_mode="in_place")
     try:
         eng.update_weights([_state()[:1]])
-        seq = [p for m, p, b in stub_server.requests if p != "/health_generate"]
+        seq = [p for m, p, b in stub_server.requests if p not in SETUP_PATHS]
         assert seq == ["/pause_generation", "/begin_weight_update", "/update_weights_from_tensor",
                        "/end_weight_update", "/continue_generation"]  # fmt: skip
-        assert stub_server.requests[1][2] == {"mode": "in_place"}
-        assert "weight_version" not in stub_server.requests[3][2]
+        assert _body(stub_server, "/pause_generation") == {"mode": "in_place"}
+        assert "weight_version" not in _body(stub_server, "/update_weights_from_tensor")
     finally:
         eng.shutdown()
 
@@ -248,7 +254,7 @@ def test_distributed_weight_update_broadcasts_what_the_servers_allocate(stub_ser
             assert inits == [{"master_address": "127.0.0.1", "master_port": 29777, "rank_offset": 1 + 2 * i,
                               "world_size": 5, "group_name": "prefix_rft_weight_update",
                               "backend": "nccl"}]  # fmt: skip
-            seq = [p for m, p, b in s.requests if p not in ("/health_generate", "/init_weights_update_group")]
+            seq = [p for m, p, b in s.requests if p not in (*SETUP_PATHS, "/init_weights_update_group")]
             assert seq[:2] == ["/pause_generation", "/begin_weight_update"]
             assert seq[-3:] == ["/end_weight_update", "/flush_cache", "/continue_generation"]
         bodies = [b for m, p, b in stub_servers[0].requests if p == "/update_weights_from_distributed"]
@@ -317,7 +323,9 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
     def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+        body = b'{{"version": "0.5.23"}}' if self.path == "/server_info" else b""
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
 print("argv:", " ".join(argv[1:]), flush=True)
 HTTPServer(("127.0.0.1", port), H).serve_forever()
 '''
@@ -355,3 +363,31 @@ def test_launch_waits_for_health_and_shutdown_stops_the_process_group(tmp_path):
         time.sleep(0.05)
     assert state in ("gone", "Z"), state
     assert "argv: -m sglang.launch_server --model-path /m --tp-size 1" in log
+
+
+@pytest.mark.parametrize("version,ok", [("0.5.23", True), ("0.5.23.post1", True), ("0.5.23+cu130", True),
+                                        ("0.5.22", False), ("0.5.24", False), ("0.6.0", False)])
+def test_server_version_checked_on_attach(stub_server, version, ok):
+    stub_server.version = version
+    if ok:
+        attach([stub_server]).shutdown()
+        return
+    with pytest.raises(SGLangError, match=f"runs sglang {version}; this client is written for sglang 0.5.23") as e:
+        attach([stub_server])
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_update_group_address_found_from_the_route_to_the_servers(stub_servers):
+    """rollout.update_group_master_address empty: rank 0's own address on the route to the first server (here the
+    servers are on loopback, so 127.0.0.1), never a fixed loopback that remote servers would dial."""
+    groups = []
+    cfg = RolloutConfig(engine="sglang", server_urls=[s.url for s in stub_servers], weight_sync="distributed",
+                        health_poll_interval_s=0.05)
+    assert cfg.update_group_master_address == ""
+    eng = SGLangEngine(cfg, update_group_factory=lambda *a: groups.append(a) or "G", broadcast=lambda t, g: None)
+    try:
+        eng.update_weights([_state()[:1]], version=1)
+        assert groups[0][0] == "127.0.0.1"
+        assert _body(stub_servers[0], "/init_weights_update_group")["master_address"] == "127.0.0.1"
+    finally:
+        eng.shutdown()
