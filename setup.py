@@ -16,12 +16,13 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
-        "megatron-core>=0.16.1",
+        # compat/ and the CPU shims are written against megatron-core 0.16 (and checked at import)
+        "megatron-core>=0.16.1,<0.17",
         "omegaconf>=2.3",
         "transformers>=4.50",
         "safetensors>=0.4",
         "math-verify>=0.7",
-        "nemo-run>=0.4",
+        "nemo-run>=0.11.1,<0.12",  # launch.recipes reads the dry run through NeMo-Run 0.11's objects
         # nemo-run 0.11.1 resolves leptonai 0.47.x, with which `import nemo_run` fails (measured, see architecture.md).
         "leptonai==0.27.3",
         "psutil",  # megatron's dist_checkpointing needs it but does not declare it (a save hangs without it)
@@ -32,7 +33,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "gpu": ["sglang>=0.5", "transformer-engine[pytorch]"],
+        # the SGLang client speaks sglang 0.5.23's HTTP API (rollout/sglang_engine.SGLANG_API_VERSION, checked on
+        # attach); transformer-engine: whatever matches the CUDA torch of the machine
+        "gpu": ["sglang==0.5.23", "transformer-engine[pytorch]"],
         "wandb": ["wandb"],
         "test": ["pytest>=8"],
     },

@@ -14,16 +14,14 @@ reaches the job as a git archive of HEAD (NeMo-Run GitArchivePackager), so commi
 import argparse
 import sys
 
+from prefix_rft_megatron.config import load_config
 from prefix_rft_megatron.launch.config import LaunchConfig
 from prefix_rft_megatron.launch.recipes import dryrun, launch, sglang_server_script, slurm_executor
 
-MODEL = "/lustre/models/Llama-3.1-70B-Instruct"
+CONF = "conf/llama-70b.yaml"
 MOUNTS = ["/lustre:/lustre"]
-ENV = {
-    "CUDA_DEVICE_MAX_CONNECTIONS": "1",  # Megatron TP communication overlap needs in-order kernel launches
-    "HF_HOME": "/lustre/hf_cache",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+# TORCH_NCCL_ASYNC_ERROR_HANDLING and CUDA_DEVICE_MAX_CONNECTIONS are set for every Slurm job (launch.config)
+ENV = {"HF_HOME": "/lustre/hf_cache", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def main(argv):
@@ -38,24 +36,36 @@ def main(argv):
     p.add_argument("--time", default="24:00:00")
     p.add_argument("--ssh-host", default="")
     p.add_argument("--remote-job-dir", default="")
+    p.add_argument("--nccl-socket-ifname", default="", help="NCCL_SOCKET_IFNAME of both jobs, e.g. ib0")
+    p.add_argument("--nccl-ib-hca", default="", help="NCCL_IB_HCA, e.g. mlx5")
+    p.add_argument("--nccl-debug", default="", help="NCCL_DEBUG (opt-in), e.g. INFO")
     p.add_argument("--dryrun", action="store_true")
     a, overrides = p.parse_known_args(argv)
 
     common = dict(executor="slurm", account=a.account, partition=a.partition, time=a.time, gpus_per_node=8,
                   container_image=a.image, mounts=MOUNTS, env=ENV, ssh_host=a.ssh_host,
-                  remote_job_dir=a.remote_job_dir)
+                  remote_job_dir=a.remote_job_dir, nccl_socket_ifname=a.nccl_socket_ifname, nccl_ib_hca=a.nccl_ib_hca,
+                  nccl_debug=a.nccl_debug)
     if a.what == "serve":
+        # the servers hold what the trainer will ask of them: its model, a prompt plus a full response, its memory
+        cfg = load_config([CONF], overrides)
+        rollout, data = cfg.rollout, cfg.data
         lc = LaunchConfig(nodes=a.rollout_nodes, job_name="llama-70b-rollout", packager="none", **common)
-        script, executor = sglang_server_script(MODEL, tp_size=8, port=30000), slurm_executor(lc, torchrun=False)
+        script = sglang_server_script(rollout.model_path or cfg.model.hf_path, tp_size=rollout.tp_size, port=30000,
+                                      mem_fraction_static=rollout.mem_fraction_static,
+                                      context_length=data.max_prompt_tokens + rollout.max_new_tokens)
+        executor = slurm_executor(lc, torchrun=False)
         name = "sglang"
     else:
         if a.rollout_url:
             overrides.append(f"rollout.server_urls=[{','.join(a.rollout_url)}]")
-        lc = LaunchConfig(nodes=a.train_nodes, job_name="llama-70b-prefix-rft", config_files=["conf/llama-70b.yaml"],
+        lc = LaunchConfig(nodes=a.train_nodes, job_name="llama-70b-prefix-rft", config_files=[CONF],
                           overrides=overrides, **common)
         script, executor, name = None, None, "train"
     if a.dryrun:
         print(dryrun(lc, script=script, executor=executor, name=name)["sbatch"])
+        if a.what == "serve":
+            print(script.inline)
         return 0
     print(launch(lc, script=script, executor=executor, name=name))
     return 0

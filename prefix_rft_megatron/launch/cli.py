@@ -3,6 +3,7 @@
   python -m prefix_rft_megatron.launch [--executor local|slurm] [--nodes N] [--gpus-per-node G]
       [--container-image IMG] [--mount SRC:DST ...] [--env KEY=VALUE ...] [--account A] [--partition P]
       [--time HH:MM:SS] [--job-name NAME] [--packager git|none] [--ssh-host H --remote-job-dir DIR]
+      [--cpus-per-task N] [--mem M] [--nccl-socket-ifname IF] [--nccl-ib-hca HCA] [--nccl-debug LEVEL]
       [--command train] [--dryrun] CONFIG.yaml ... [key=value ...]
 
 The config files and overrides are checked here first (the same loader `train` uses), so a typo fails before a
@@ -39,6 +40,12 @@ def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig, argparse.Namespace]:
     p.add_argument("--ssh-user", default=d.ssh_user)
     p.add_argument("--remote-job-dir", default=d.remote_job_dir)
     p.add_argument("--no-exclusive", action="store_true", help="do not ask Slurm for whole nodes")
+    p.add_argument("--cpus-per-task", type=int, default=d.cpus_per_task,
+                   help="Slurm: cores of the per-node task (0: 6 per GPU + reward workers)")
+    p.add_argument("--mem", default=d.mem, help="Slurm: host memory per node (sbatch --mem; 0: all)")
+    p.add_argument("--nccl-socket-ifname", default=d.nccl_socket_ifname, help="NCCL_SOCKET_IFNAME")
+    p.add_argument("--nccl-ib-hca", default=d.nccl_ib_hca, help="NCCL_IB_HCA")
+    p.add_argument("--nccl-debug", default=d.nccl_debug, help="NCCL_DEBUG level (opt-in, e.g. INFO)")
     p.add_argument("--follow", action="store_true", help="Slurm: wait for the job and tail its logs")
     p.add_argument("--no-check", action="store_true", help="do not load the config here before launching")
     p.add_argument("--dryrun", action="store_true", help="print the command (and sbatch script); run nothing")
@@ -57,6 +64,8 @@ def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig, argparse.Namespace]:
         experiment_dir=a.experiment_dir, account=a.account, partition=a.partition, time=a.time,
         container_image=a.container_image, mounts=a.mount, exclusive=not a.no_exclusive, packager=a.packager,
         ssh_host=a.ssh_host, ssh_user=a.ssh_user, remote_job_dir=a.remote_job_dir, detach=not a.follow,
+        cpus_per_task=a.cpus_per_task, mem=a.mem, nccl_socket_ifname=a.nccl_socket_ifname, nccl_ib_hca=a.nccl_ib_hca,
+        nccl_debug=a.nccl_debug,
     )  # fmt: skip
     return lc, a
 

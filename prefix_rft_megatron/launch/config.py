@@ -8,6 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List
 
+# Every Slurm job's processes get these (NCCL settings from the fields below are added to them): a rank that hits an
+# NCCL error or timeout aborts the job instead of hanging it (PyTorch >= 2.2's name), and the collectives' launch
+# order is kept (Megatron's TP communication overlap needs it).
+SLURM_BASE_ENV = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+
 EXECUTORS = ("local", "slurm")
 PACKAGERS = ("git", "none")
 
@@ -61,6 +66,20 @@ class LaunchConfig:
     remote_job_dir: str = ""
     # Return once the job is submitted instead of following it (Slurm only).
     detach: bool = True
+    # CPU cores of the one Slurm task per node (sbatch --cpus-per-task), which holds gpus_per_node trainer ranks and
+    # the reward workers; 0: 6 per GPU + reward.num_workers (Slurm's own default is 1 core for the whole task).
+    cpus_per_task: int = 0
+    # Host memory per node (sbatch --mem); "0" is Slurm's "all of the node's memory" (the fully_reshardable
+    # optimizer save/load takes ~12 bytes per parameter of a rank's TP/PP share on top of the trainer's own).
+    mem: str = "0"
+
+    # --- NCCL (exported to every process; empty leaves NCCL's own choice) ---
+    # Network interface(s) of NCCL's bootstrap and socket transport (NCCL_SOCKET_IFNAME), e.g. "ib0" or "^lo,docker".
+    nccl_socket_ifname: str = ""
+    # InfiniBand HCAs NCCL may use (NCCL_IB_HCA), e.g. "mlx5"; empty: all.
+    nccl_ib_hca: str = ""
+    # NCCL_DEBUG level, e.g. "INFO" or "WARN" (opt-in: INFO is verbose); empty: off.
+    nccl_debug: str = ""
 
     def __post_init__(self) -> None:
         def check(ok: bool, msg: str) -> None:
@@ -74,7 +93,19 @@ class LaunchConfig:
         check(self.executor != "slurm" or bool(self.account), "account: required with executor=slurm")
         check(bool(self.command), "command must not be empty")
         check(bool(self.job_name), "job_name must not be empty")
+        check(self.cpus_per_task >= 0, f"cpus_per_task={self.cpus_per_task}: must be >= 0 (0: derived)")
         for m in self.mounts:
             check(":" in m, f"mounts: {m!r} is not src:dst")
         for o in self.overrides:
             check("=" in o, f"overrides: {o!r} is not key=value")
+
+
+def nccl_env(lc: LaunchConfig) -> Dict[str, str]:
+    """The environment of a Slurm job's processes: SLURM_BASE_ENV, the NCCL fields that are set, then `lc.env`
+    (which wins)."""
+    env = dict(SLURM_BASE_ENV)
+    for key, value in (("NCCL_SOCKET_IFNAME", lc.nccl_socket_ifname), ("NCCL_IB_HCA", lc.nccl_ib_hca),
+                       ("NCCL_DEBUG", lc.nccl_debug)):
+        if value:
+            env[key] = value
+    return {**env, **lc.env}

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
-from prefix_rft_megatron.launch.config import LaunchConfig
+from prefix_rft_megatron.launch.config import LaunchConfig, nccl_env
 
 CLI_MODULE = "prefix_rft_megatron.cli"
 TASK_NAME = "train"
@@ -35,9 +35,12 @@ def train_script(lc: LaunchConfig):
 
 
 def _torchrun(lc: LaunchConfig):
+    """torchrun per node. Several nodes: the static rendezvous at the head node, so node i (SLURM_NODEID) holds
+    global ranks i*G .. i*G+G-1 and rank 0 (which drives the rollout engines) is on the head node; c10d's rendezvous
+    hands out node ranks in arrival order instead."""
     from nemo_run.core.execution.launcher import Torchrun
 
-    return Torchrun(rdzv_port=lc.rdzv_port)
+    return Torchrun(rdzv_port=lc.rdzv_port, rdzv_backend="static" if lc.nodes > 1 else "c10d")
 
 
 def local_executor(lc: LaunchConfig):
@@ -66,10 +69,11 @@ def _base_dir(lc: LaunchConfig) -> str:
     return lc.experiment_dir or get_nemorun_home()
 
 
-def slurm_executor(lc: LaunchConfig, torchrun: bool = True):
+def slurm_executor(lc: LaunchConfig, torchrun: bool = True, cpus_per_task: int | None = None):
     """sbatch: `nodes` nodes x `gpus_per_node` GPUs, one torchrun agent per node (NeMo-Run sets ntasks-per-node=1
-    and torchrun's --nproc-per-node to gpus_per_node), pyxis container image and mounts, env exported.
-    `torchrun=False`: one plain task per node (the SGLang servers)."""
+    and torchrun's --nproc-per-node to gpus_per_node), the task's cores and memory, pyxis container image and
+    mounts, NCCL settings and env exported. `torchrun=False`: one plain task per node (the SGLang servers).
+    `cpus_per_task` overrides `lc.cpus_per_task` (the caller derives it when that is 0)."""
     import nemo_run as run
 
     packager = run.GitArchivePackager() if lc.packager == "git" else run.Packager()
@@ -83,7 +87,9 @@ def slurm_executor(lc: LaunchConfig, torchrun: bool = True):
         exclusive=True if lc.exclusive else None,
         container_image=lc.container_image or None,
         container_mounts=list(lc.mounts),
-        env_vars=dict(lc.env),
+        cpus_per_task=(cpus_per_task if cpus_per_task is not None else lc.cpus_per_task) or None,
+        mem=lc.mem or None,
+        env_vars=nccl_env(lc),
         job_name_prefix=f"{lc.job_name}-",
         tunnel=_tunnel(lc),
         packager=packager,
@@ -91,20 +97,38 @@ def slurm_executor(lc: LaunchConfig, torchrun: bool = True):
     )
 
 
-def sglang_server_script(model_path: str, tp_size: int = 8, port: int = 30000, extra_args: Sequence[str] = ()):
+def sglang_server_script(model_path: str, tp_size: int = 8, port: int = 30000, mem_fraction_static: float = 0.85,
+                         context_length: int = 0, extra_args: Sequence[str] = ()):
     """One SGLang server per node on all its GPUs, reachable from the trainer's nodes (separate rollout GPUs; the
-    trainer attaches with rollout.server_urls and rollout.weight_sync=distributed)."""
+    trainer attaches with rollout.server_urls and rollout.weight_sync=distributed). `context_length` (0: the
+    model's max_position_embeddings) must hold a prompt plus a full response; see `server_settings`."""
     import shlex
 
     import nemo_run as run
 
     cmd = ["python", "-m", "sglang.launch_server", "--model-path", model_path, "--tp-size", str(tp_size),
-           "--host", "0.0.0.0", "--port", str(port), "--dtype", "bfloat16", *extra_args]
+           "--host", "0.0.0.0", "--port", str(port), "--dtype", "bfloat16", "--skip-tokenizer-init",
+           "--mem-fraction-static", str(mem_fraction_static)]
+    if context_length:
+        cmd += ["--context-length", str(context_length)]
+    cmd += list(extra_args)
     return run.Script(inline=" ".join(shlex.quote(c) for c in cmd) + "\n", entrypoint="bash")
 
 
+def train_cpus_per_task(lc: LaunchConfig) -> int:
+    """Cores of a trainer node's task: lc.cpus_per_task, or 6 per GPU plus the run config's reward workers."""
+    if lc.cpus_per_task:
+        return lc.cpus_per_task
+    from prefix_rft_megatron.config import load_config
+
+    workers = load_config(lc.config_files, lc.overrides).reward.num_workers if lc.command == "train" else 0
+    return 6 * lc.gpus_per_node + workers
+
+
 def build_executor(lc: LaunchConfig):
-    return local_executor(lc) if lc.executor == "local" else slurm_executor(lc)
+    if lc.executor == "local":
+        return local_executor(lc)
+    return slurm_executor(lc, cpus_per_task=train_cpus_per_task(lc))
 
 
 def _experiment(lc: LaunchConfig):

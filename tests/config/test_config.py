@@ -65,3 +65,34 @@ def test_malformed_values_are_one_line(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match=rf"^config: {bad}: not valid YAML"):
         load_config([bad])
+
+
+def test_rollout_model_path_derived_from_model_hf_path():
+    """Launched SGLang servers load the policy's starting point: the 7B recipe sets only model.hf_path."""
+    cfg = load_config(["conf/qwen2.5-math-7b.yaml"])
+    assert cfg.rollout.engine == "sglang" and not cfg.rollout.server_urls
+    assert cfg.rollout.model_path == cfg.model.hf_path == "/data/models/Qwen2.5-Math-7B-16k"
+    cfg = load_config([], ["model.hf_path=/m", "rollout.model_path=/other"])
+    assert cfg.rollout.model_path == "/other"  # an explicit value is kept
+    cfg = load_config([], ["model.hf_path=/m", "rollout.server_urls=[http://10.0.0.1:30000]"])
+    assert cfg.rollout.model_path == ""  # attached servers hold their own weights
+
+
+def test_loopback_update_group_address_refused_for_remote_servers():
+    with pytest.raises(ConfigError, match="update_group_master_address=127.0.0.1 is a loopback address") as e:
+        load_config([], ["rollout.engine=sglang", "rollout.weight_sync=distributed", "train.colocate=false",
+                         "rollout.server_urls=[http://10.0.0.1:30000]", "rollout.update_group_master_address=127.0.0.1"])
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_routable_address_is_not_loopback_towards_a_remote_host():
+    import ipaddress
+
+    from prefix_rft_megatron.config.validate import routable_address
+
+    assert routable_address("http://127.0.0.1:30000") == "127.0.0.1"
+    try:  # no packet is sent; a machine with no route off loopback cannot say anything here
+        addr = routable_address("http://192.0.2.10:30000")
+    except OSError:
+        pytest.skip("no network route off loopback on this machine")
+    assert not ipaddress.ip_address(addr).is_loopback

@@ -63,13 +63,16 @@ def test_slurm_recipe_dryrun_sbatch(tmp_path):
     assert flags["ntasks-per-node"] == "1"  # one torchrun agent per node, which starts 8 ranks
     assert flags["account"] == "acct_rl" and flags["partition"] == "batch" and flags["time"] == "12:00:00"
     assert flags["job-name"] == "rft70b-train" and "exclusive" in flags
+    assert flags["cpus-per-task"] == str(6 * 8 + 32) and flags["mem"] == "0"  # 8 ranks + conf's 32 reward workers
     assert "export HF_HOME=/hf" in sbatch and "export CUDA_DEVICE_MAX_CONNECTIONS=1" in sbatch
+    assert "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1" in sbatch and "NCCL_DEBUG" not in sbatch  # debug is opt-in
     srun = next(line for line in sbatch.splitlines() if line.startswith("srun "))
     assert "--container-image nvcr.io/nvidia/pytorch:25.01-py3" in srun
     assert re.search(r"--container-mounts /lustre:/lustre,/scratch/hf:/hf,\S+:/nemo_run", srun)
     torchrun = srun[srun.index("torchrun"):]
     assert "--nnodes 4 --nproc-per-node 8" in torchrun and "--node-rank $SLURM_NODEID" in torchrun
-    assert "--rdzv-endpoint $head_node_ip:29500" in torchrun
+    # static rendezvous: node i holds ranks 8i..8i+7, so global rank 0 (the engines' driver) is on the head node
+    assert "--rdzv-backend static --rdzv-endpoint $head_node_ip:29500" in torchrun
     assert torchrun.endswith("-m prefix_rft_megatron.cli train conf/llama-70b.yaml train.steps=10 "
                              "'rollout.server_urls=[http://n1:30000]'")
     assert out["command"].startswith("torchrun ") and "-m prefix_rft_megatron.cli train" in out["command"]
@@ -78,10 +81,13 @@ def test_slurm_recipe_dryrun_sbatch(tmp_path):
 def test_sglang_server_recipe_dryrun(tmp_path):
     lc = LaunchConfig(executor="slurm", nodes=2, gpus_per_node=8, account="a", container_image="img",
                       packager="none", experiment_dir=str(tmp_path / "exp"), remote_job_dir=str(tmp_path / "jobs"))
-    script = recipes.sglang_server_script("/m/llama", tp_size=8, port=30000)
+    script = recipes.sglang_server_script("/m/llama", tp_size=8, port=30000, mem_fraction_static=0.8,
+                                          context_length=9216)
     out = recipes.dryrun(lc, script=script, executor=recipes.slurm_executor(lc, torchrun=False), name="sglang")
     assert "#SBATCH --nodes=2" in out["sbatch"] and "#SBATCH --ntasks-per-node=1" in out["sbatch"]
     assert "torchrun" not in out["sbatch"]
+    assert "bash /nemo_run/scripts/sglang.sh" in out["sbatch"]  # the server command, below
+    assert "--mem-fraction-static 0.8 --context-length 9216" in script.inline
 
 
 def test_cli_dryrun_local_and_config_errors(tmp_path, capsys):
@@ -104,3 +110,46 @@ def test_launch_config_validation():
         LaunchConfig(executor="local", nodes=2)
     with pytest.raises(ValueError, match="mounts"):
         LaunchConfig(mounts=["/no-colon"])
+
+
+def test_nccl_settings_exported_when_set(tmp_path):
+    lc = LaunchConfig(executor="slurm", nodes=2, account="a", packager="none", nccl_socket_ifname="ib0",
+                      nccl_ib_hca="mlx5", nccl_debug="INFO", cpus_per_task=64, mem="1000G", config_files=[],
+                      command="show-config", experiment_dir=str(tmp_path / "exp"), remote_job_dir=str(tmp_path / "j"))
+    sbatch = recipes.dryrun(lc)["sbatch"]
+    for line in ("export NCCL_SOCKET_IFNAME=ib0", "export NCCL_IB_HCA=mlx5", "export NCCL_DEBUG=INFO",
+                 "#SBATCH --cpus-per-task=64", "#SBATCH --mem=1000G"):
+        assert line in sbatch, line
+
+
+def _example_70b(*argv):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(repo / "examples" / "llama-70b" / "launch.py"), *argv, "--account", "a",
+                           "--image", "img", "--dryrun"], capture_output=True, text=True, cwd=repo, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_llama_70b_example_dryruns_connect_and_size_the_jobs():
+    """The 70B example as a user runs it: the trainer job pins rank 0 to the head node, sets NCCL and resources,
+    and leaves the weight-update address to rank 0 (its own address on its route to the servers, never a loopback);
+    the serve job gives the servers the context and memory fraction the trainer's config needs."""
+    from prefix_rft_megatron.config import load_config
+
+    train = _example_70b("train", "--rollout-url", "http://10.0.0.5:30000", "--nccl-socket-ifname", "ib0")
+    assert "--rdzv-backend static" in train and "--node-rank $SLURM_NODEID" in train
+    for line in ("export NCCL_SOCKET_IFNAME=ib0", "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1",
+                 f"#SBATCH --cpus-per-task={6 * 8 + 32}", "#SBATCH --mem=0", "#SBATCH --nodes=8"):
+        assert line in train, line
+    args = train[train.index("-m prefix_rft_megatron.cli train ") + len("-m prefix_rft_megatron.cli train "):]
+    args = [a.strip("'") for a in args.splitlines()[0].split()]
+    cfg = load_config([a for a in args if a.endswith(".yaml")], [a for a in args if not a.endswith(".yaml")])
+    assert cfg.rollout.server_urls == ["http://10.0.0.5:30000"] and cfg.rollout.weight_sync == "distributed"
+    assert cfg.rollout.update_group_master_address == ""  # rank 0 finds it: see test_update_group_address_...
+    serve = _example_70b("serve")
+    assert "--model-path /lustre/models/Llama-3.1-70B-Instruct --tp-size 8" in serve
+    assert "--mem-fraction-static 0.85 --context-length 9216" in serve  # 1024 prompt + 8192 response tokens
