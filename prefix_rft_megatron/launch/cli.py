@@ -4,10 +4,13 @@
       [--container-image IMG] [--mount SRC:DST ...] [--env KEY=VALUE ...] [--account A] [--partition P]
       [--time HH:MM:SS] [--job-name NAME] [--packager git|none] [--ssh-host H --remote-job-dir DIR]
       [--cpus-per-task N] [--mem M] [--nccl-socket-ifname IF] [--nccl-ib-hca HCA] [--nccl-debug LEVEL]
-      [--command train] [--dryrun] CONFIG.yaml ... [key=value ...]
+      [--command train] [--dryrun] [--check [--gpu-mem-gib N] [--hf-config F]] [--no-check]
+      CONFIG.yaml ... [key=value ...]
 
 The config files and overrides are checked here first (the same loader `train` uses), so a typo fails before a
-job is queued. `--dryrun` prints the torchrun command and, for Slurm, the sbatch script; nothing runs.
+job is queued; a `train` job is launched only after the pre-flight check (`--check`, `launch.preflight`) says it
+fits (`--no-check` skips both). `--dryrun` prints the torchrun command and, for Slurm, the sbatch script; nothing
+runs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ from typing import Sequence
 from prefix_rft_megatron.launch.config import LaunchConfig
 
 
-def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig, argparse.Namespace]:
+def _split(config: Sequence[str]) -> tuple[list[str], list[str]]:
+    files = [c for c in config if c.endswith((".yaml", ".yml")) and "=" not in c]
+    return files, [c for c in config if c not in files]
+
+
+def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig | None, argparse.Namespace]:
+    """(LaunchConfig, the parsed flags); no LaunchConfig for `--check`, which needs no executor settings."""
     d = LaunchConfig()
     p = argparse.ArgumentParser(prog="prefix-rft launch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,20 +56,28 @@ def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig, argparse.Namespace]:
     p.add_argument("--nccl-ib-hca", default=d.nccl_ib_hca, help="NCCL_IB_HCA")
     p.add_argument("--nccl-debug", default=d.nccl_debug, help="NCCL_DEBUG level (opt-in, e.g. INFO)")
     p.add_argument("--follow", action="store_true", help="Slurm: wait for the job and tail its logs")
-    p.add_argument("--no-check", action="store_true", help="do not load the config here before launching")
+    p.add_argument("--check", action="store_true",
+                   help="only the pre-flight check: validate the config as the job sees it, count each pipeline "
+                        "stage's parameters on the meta device, print the per-GPU memory table and 'fits' (or exit "
+                        "non-zero with one line); no GPU needed. Also run before a `train` job is launched")
+    p.add_argument("--no-check", action="store_true", help="launch without the pre-flight check")
+    p.add_argument("--gpu-mem-gib", type=float, default=80.0, help="memory of one GPU for the check (default 80)")
+    p.add_argument("--hf-config", default="", help="the model's config.json for the check (default: model.hf_path's)")
     p.add_argument("--dryrun", action="store_true", help="print the command (and sbatch script); run nothing")
     p.add_argument("config", nargs="*", help="CONFIG.yaml files and key=value overrides for the subcommand")
     a = p.parse_args(list(argv))
+    if a.check:
+        return None, a
     env = {}
     for item in a.env:
         if "=" not in item:
             p.error(f"--env {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         env[k] = v
-    files = [c for c in a.config if c.endswith((".yaml", ".yml")) and "=" not in c]
+    files, overrides = _split(a.config)
     lc = LaunchConfig(
         executor=a.executor, nodes=a.nodes, gpus_per_node=a.gpus_per_node, command=a.command, config_files=files,
-        overrides=[c for c in a.config if c not in files], env=env, job_name=a.job_name,
+        overrides=overrides, env=env, job_name=a.job_name,
         experiment_dir=a.experiment_dir, account=a.account, partition=a.partition, time=a.time,
         container_image=a.container_image, mounts=a.mount, exclusive=not a.no_exclusive, packager=a.packager,
         ssh_host=a.ssh_host, ssh_user=a.ssh_user, remote_job_dir=a.remote_job_dir, detach=not a.follow,
@@ -71,16 +88,13 @@ def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig, argparse.Namespace]:
 
 
 def check_config(lc: LaunchConfig) -> None:
-    """Load the run's config here (raises ConfigError naming the file/key). Also checks the world size the job
-    gets against the config's TP x PP."""
-    from prefix_rft_megatron.config import ConfigError, load_config
+    """Load the run's config here (raises ConfigError naming the file/key); for `train`, also what the job's world
+    size must satisfy (TP x PP x DP, micro-batches)."""
+    from prefix_rft_megatron.config import check_training, load_config
 
     cfg = load_config(lc.config_files, lc.overrides)
-    world = lc.nodes * lc.gpus_per_node
-    mp = cfg.parallel.tp * cfg.parallel.pp
-    if lc.command == "train" and world % mp:
-        raise ConfigError(f"launch: {lc.nodes} nodes x {lc.gpus_per_node} GPUs = {world} processes is not a "
-                          f"multiple of parallel.tp x parallel.pp = {mp}")
+    if lc.command == "train":
+        check_training(cfg, lc.nodes * lc.gpus_per_node)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,7 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # LaunchConfig.__post_init__
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not a.no_check:
+    if a.check or (lc.command == "train" and not a.no_check and not a.dryrun):
+        from prefix_rft_megatron.launch import preflight
+
+        files, overrides = _split(a.config)
+        rc = preflight.main(files, overrides, a.nodes, a.gpus_per_node, a.gpu_mem_gib, a.hf_config)
+        if a.check or rc:
+            return rc
+    elif not a.no_check:
         from prefix_rft_megatron.config import ConfigError
 
         try:

@@ -1,174 +1,213 @@
-"""A rough per-GPU memory estimate of the trainer (Megatron-Core, bf16 weights, distributed optimizer).
+"""Per-GPU memory of the trainer (and a colocated SGLang engine), term by term, for each pipeline stage.
 
-An estimate, not a measurement: it counts model states exactly from the architecture and the parallel layout, and
-activations with the usual transformer formula, and leaves out the CUDA context, NCCL buffers, the allocator's
-fragmentation and temporary buffers (budget several GiB for those), and the colocated rollout engine.
+An estimate from the architecture and the layout, used by `prefix-rft launch --check` (`launch.preflight`). Every
+term is counted on the rank that holds the most of it within its pipeline stage (TP rank 0, DP rank 0).
 
-Model states per parameter held by a GPU (Megatron mixed precision, the table in Megatron-LM's distributed
-optimizer docs): bf16 weight 2 B + fp32 main gradient 4 B, plus fp32 master weight, Adam m and v, 12 B, divided by
-the data-parallel size when the distributed optimizer shards them (else on every rank).
+Model states per parameter a rank holds (Megatron mixed precision, the distributed optimizer's table): the weight
+(2 B bf16, 4 B fp32), its fp32 main gradient (4 B, `grad_reduce_in_fp32`), and the optimizer's fp32 master weight
+(bf16 only) plus Adam's m and v (4 B each), divided by DP under the distributed optimizer. A rank holds 1/TP of its
+stage's layer matrices (norm weights whole), the first stage the vocab-parallel embedding, the last stage the final
+norm and the output layer (a copy of the embedding when tied and PP > 1). The vocabulary is padded to a multiple of
+make_vocab_size_divisible_by x TP. `stage_params` is checked against a model built on the meta device (tests).
 
-A GPU holds 1/TP of the weight matrices of its pipeline stage's layers (norm weights replicated), the first stage
-also the (vocab-parallel) embedding, the last stage the output layer (with PP > 1 a tied output layer is a
-separate copy on the last stage).
+Activations saved for backward per layer and micro-batch of T = s*b tokens (Korthikanti et al. 2022's accounting,
+redone for this model: RMSNorm, grouped-query attention with a fused attention kernel, so no s^2 term, SwiGLU, no
+dropout since hidden and attention dropout are 0), in elements of the activation dtype, with Transformer Engine:
+    the two norms' inputs and the two linears' inputs after them (q/k/v and fc1)    4 h      (/ TP with SP)
+    attention's q, k, v and output                                            (2 nq + 2 nkv) d / TP
+    SwiGLU: fc1's output (gate and up) and fc2's input                                3 f / TP
+Without sequence parallelism the first term is whole on every TP rank. The same accounting for this project's CPU
+layer spec (`ACTIVATION_TERMS["local"]`) matches the tensors a tiny model really saves to 0.1%
+(tests/launch/test_memory_estimate.py); the TE terms could not be measured here (no GPU). With full recomputation (one
+layer per checkpoint) a layer keeps only its input (T*h, / TP with SP), and one layer's full set lives while it is
+recomputed. 1F1B keeps min(PP - stage, micro-batches) micro-batches in flight on a stage.
 
-Activations per layer and micro-batch of s*b tokens (Korthikanti et al. 2022, "Reducing Activation Recomputation
-in Large Transformer Models", with flash attention, so no s^2 term, and sequence parallelism, so everything / TP):
-`34 * s*b*h / TP` bytes; with full recomputation only the layer input, `2 * s*b*h / TP`, plus one layer's full
-activations while it is recomputed. With 1F1B pipelining the
-first stage keeps PP micro-batches in flight, so its activation memory is that of L/PP layers x PP micro-batches.
-The loss needs the fp32 logits and their softmax over the vocabulary shard, `2 * 4 * s*b*V / TP` bytes, on the
-last stage. The formula was derived for a 4h GELU MLP and multi-head attention; SwiGLU and grouped-query attention
-shift it by some tens of percent either way. Each term is taken at its largest over the pipeline stages (model
-states on the last stage, activations on the first), so with PP > 1 the total is slightly pessimistic.
+The loss: the logits of one micro-batch, [T, V/TP] in the parameter dtype, and the fp32 copy the vocab-parallel
+log-prob/entropy keeps from the forward to the backward. Pipeline p2p buffers: a send and a receive [T, h] (/ TP with
+SP). Weight sync (after the step, with activations freed): every TP rank gathers each parameter whole (TP shards and
+the merged tensor: twice the largest, the embedding), and the sending rank holds one bucket and its flattened copy.
 
-    python -m prefix_rft_megatron.launch.memory --hf-config MODEL/config.json --world-size 64 CONFIG.yaml [k=v ...]
+Colocated SGLang (train.colocate, rollout.engine=sglang): sglang 0.5.23 leaves (1 - mem_fraction_static) of the
+memory free *when it starts* (model_runner `pre_model_load_memory`), so it takes mem_fraction_static x (GPU - what
+the trainer holds then); that is its weights (bf16, / its TP) plus the KV cache. The trainer then holds its
+weights, gradients and fp32 master shard (Adam's m and v come with the first step, while the engine is released).
+
+Not counted, and budgeted as one `reserve` (default 5 GiB): the CUDA context, NCCL's buffers, the allocator's
+fragmentation and temporaries of the kernels.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+from prefix_rft_megatron.model.arch import ModelArch
 
 GiB = 2**30
+DEFAULT_RESERVE_GIB = 5.0
 
 
 @dataclass(frozen=True)
-class ModelShape:
-    """The architecture numbers that size memory (names as in an HF config.json)."""
+class Layout:
+    """What sizes memory besides the architecture: the parallel layout and the shape of one micro-batch."""
 
-    num_layers: int
-    hidden_size: int
-    ffn_hidden_size: int  # SwiGLU: gate, up and down projections each hidden x ffn
-    num_attention_heads: int
-    num_kv_heads: int
-    vocab_size: int
-    tied_embeddings: bool = False
-    qkv_bias: bool = False  # Qwen2 has biases on q, k, v
-
-    @classmethod
-    def from_hf_config(cls, c: Mapping[str, Any]) -> "ModelShape":
-        return cls(
-            num_layers=c["num_hidden_layers"], hidden_size=c["hidden_size"], ffn_hidden_size=c["intermediate_size"],
-            num_attention_heads=c["num_attention_heads"],
-            num_kv_heads=c.get("num_key_value_heads", c["num_attention_heads"]), vocab_size=c["vocab_size"],
-            tied_embeddings=bool(c.get("tie_word_embeddings", False)),
-            qkv_bias=c.get("model_type") == "qwen2" or bool(c.get("attention_bias", False)),
-        )  # fmt: skip
+    tp: int
+    pp: int
+    dp: int
+    seq_len: int  # tokens of the longest training sequence (prompt + response)
+    micro_batch_size: int = 1
+    num_microbatches: int = 1  # micro-batches of one optimizer update on a DP rank
+    sequence_parallel: bool = True
+    recompute: bool = False  # full activation recomputation, one layer per checkpoint
+    distributed_optimizer: bool = True
+    param_bytes: int = 2  # bf16 weights and activations; 4 for fp32
+    make_vocab_size_divisible_by: int = 128
+    bucket_bytes: int = 512 * 2**20  # rollout.weight_bucket_mib
 
     @property
-    def kv_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads * self.num_kv_heads
+    def sp(self) -> bool:
+        return self.sequence_parallel and self.tp > 1
 
-    def layer_params(self) -> tuple[int, int]:
-        """(TP-sharded, replicated) parameters of one transformer layer."""
-        h, f = self.hidden_size, self.ffn_hidden_size
-        attn = h * h + 2 * h * self.kv_dim + h * h  # q, k, v, o
-        bias = (h + 2 * self.kv_dim) if self.qkv_bias else 0
-        return attn + bias + 3 * h * f, 2 * h  # + two RMSNorm weights
-
-    def num_params(self) -> int:
-        sharded, replicated = self.layer_params()
-        emb = self.vocab_size * self.hidden_size
-        return self.num_layers * (sharded + replicated) + emb * (1 if self.tied_embeddings else 2) + self.hidden_size
+    @property
+    def tokens(self) -> int:
+        return self.seq_len * self.micro_batch_size
 
 
-# Reference architectures (from their HF config.json).
-QWEN25_MATH_7B = ModelShape(num_layers=28, hidden_size=3584, ffn_hidden_size=18944, num_attention_heads=28,
-                            num_kv_heads=4, vocab_size=152064, tied_embeddings=False, qkv_bias=True)
-LLAMA3_70B = ModelShape(num_layers=80, hidden_size=8192, ffn_hidden_size=28672, num_attention_heads=64,
-                        num_kv_heads=8, vocab_size=128256, tied_embeddings=False, qkv_bias=False)
+def padded_vocab(arch: ModelArch, lay: Layout) -> int:
+    return arch.padded_vocab_size(lay.tp, lay.make_vocab_size_divisible_by)
 
 
-def params_per_gpu(shape: ModelShape, tp: int, pp: int) -> int:
-    """Parameters held by the most loaded GPU (first or last pipeline stage)."""
-    if shape.num_layers % pp:
-        raise ValueError(f"num_layers={shape.num_layers} is not divisible by pp={pp}")
-    sharded, replicated = shape.layer_params()
-    layers = shape.num_layers // pp * (sharded // tp + replicated)
-    emb = math.ceil(shape.vocab_size / tp) * shape.hidden_size
-    first = layers + emb
-    last_out = 0 if (shape.tied_embeddings and pp == 1) else emb
-    last = layers + last_out + shape.hidden_size + (emb if pp == 1 else 0)
-    return first if pp > 1 and first > last else last
+def layer_params(arch: ModelArch) -> tuple[int, int]:
+    """(TP-split, replicated) parameters of one transformer layer."""
+    h, f, d = arch.hidden_size, arch.ffn_hidden_size, arch.head_dim
+    q, kv = arch.num_attention_heads * d, arch.num_query_groups * d
+    split = h * (q + 2 * kv) + q * h + 3 * h * f + ((q + 2 * kv) if arch.qkv_bias else 0)
+    return split, 2 * h
 
 
-def estimate_memory(
-    shape: ModelShape,
-    tp: int,
-    pp: int,
-    dp: int,
-    seq_len: int,
-    micro_batch_size: int = 1,
-    distributed_optimizer: bool = True,
-    recompute: bool = False,
-) -> Dict[str, float]:
-    """Per-GPU estimate in GiB: weights, grads, optimizer, activations, logits, total (see the module docstring)."""
-    n = params_per_gpu(shape, tp, pp)
-    weights = 2 * n
-    grads = 4 * n
-    optimizer = 12 * n / (dp if distributed_optimizer else 1)
-    tokens = seq_len * micro_batch_size
-    per_layer = (2 if recompute else 34) * tokens * shape.hidden_size / tp
-    in_flight = pp  # 1F1B: the first stage holds pp micro-batches' activations
-    activations = per_layer * (shape.num_layers // pp) * in_flight
-    if recompute:  # the layer being recomputed in the backward pass holds its full activations
-        activations += 34 * tokens * shape.hidden_size / tp
-    logits = 2 * 4 * tokens * math.ceil(shape.vocab_size / tp)
-    out = {
-        "params_per_gpu": float(n),
-        "weights_gib": weights / GiB,
-        "grads_gib": grads / GiB,
-        "optimizer_gib": optimizer / GiB,
-        "activations_gib": activations / GiB,
-        "logits_gib": logits / GiB,
-    }
-    out["total_gib"] = sum(v for k, v in out.items() if k.endswith("_gib"))
+def stage_params(arch: ModelArch, lay: Layout, stage: int) -> int:
+    """Parameters held by one rank of pipeline stage `stage`."""
+    split, replicated = layer_params(arch)
+    n = arch.num_layers // lay.pp * (split // lay.tp + replicated)
+    emb = padded_vocab(arch, lay) // lay.tp * arch.hidden_size
+    first, last = stage == 0, stage == lay.pp - 1
+    if first:
+        n += emb
+    if last:
+        n += arch.hidden_size  # final norm
+        if not arch.tie_word_embeddings or lay.pp > 1:
+            n += emb  # output layer (with tied embeddings and PP > 1 the last stage keeps its own copy)
+    return n
+
+
+# Elements saved for backward per token of one layer: (whole on every TP rank unless SP, split over TP), as
+# multiples of h (hidden), q = heads x head_dim, kv = KV heads x head_dim and f (ffn).
+ACTIVATION_TERMS = {
+    # TE: fused norm+linear keeps each norm's input and its output (the linear's input); fused attention keeps q, k,
+    # v and its output; the fused MLP keeps fc1's output (gate and up) and the activation's output (fc2's input).
+    "transformer_engine": {"h_seq": 4, "q": 2, "kv": 2, "f": 3},
+    # this project's CPU spec (measured, tests/launch/test_memory_estimate.py): torch's RMSNorm also keeps its
+    # normalised input (3 per norm); SDPA gets k and v repeated to every query head (so 4 q-sized tensors); the
+    # unfused SwiGLU keeps silu(gate) and two more f-sized tensors besides fc1's output.
+    "local": {"h_seq": 6, "q": 4, "kv": 0, "f": 5},
+}
+
+
+def layer_activation_bytes(arch: ModelArch, lay: Layout, impl: str = "transformer_engine") -> int:
+    """Bytes one layer saves for backward for one micro-batch (terms in ACTIVATION_TERMS; the local spec's small
+    per-token statistics, norms' rstd and attention's log-sum-exp, are left out)."""
+    c = ACTIVATION_TERMS[impl]
+    seq_split = lay.tp if lay.sp else 1
+    q, kv = arch.num_attention_heads * arch.head_dim, arch.num_query_groups * arch.head_dim
+    elems = c["h_seq"] * arch.hidden_size / seq_split + (c["q"] * q + c["kv"] * kv + c["f"] * arch.ffn_hidden_size) / lay.tp
+    return int(lay.tokens * lay.param_bytes * elems)
+
+
+def activation_bytes(arch: ModelArch, lay: Layout, stage: int, recompute: bool | None = None) -> int:
+    recompute = lay.recompute if recompute is None else recompute
+    layers = arch.num_layers // lay.pp
+    in_flight = min(lay.pp - stage, lay.num_microbatches)
+    one_layer = layer_activation_bytes(arch, lay)
+    if not recompute:
+        return layers * in_flight * one_layer
+    layer_input = lay.tokens * arch.hidden_size * lay.param_bytes // (lay.tp if lay.sp else 1)
+    return layers * in_flight * layer_input + one_layer
+
+
+def logits_bytes(arch: ModelArch, lay: Layout, stage: int) -> int:
+    if stage != lay.pp - 1:
+        return 0
+    return lay.tokens * padded_vocab(arch, lay) // lay.tp * (lay.param_bytes + 4)
+
+
+def pp_buffer_bytes(arch: ModelArch, lay: Layout) -> int:
+    if lay.pp == 1:
+        return 0
+    return 2 * lay.tokens * arch.hidden_size * lay.param_bytes // (lay.tp if lay.sp else 1)
+
+
+def sync_peak_bytes(arch: ModelArch, lay: Layout, stage: int) -> int:
+    largest = padded_vocab(arch, lay) * arch.hidden_size * lay.param_bytes
+    bucket = 2 * lay.bucket_bytes if stage == 0 else 0  # the owner (stage 0) assembles and flattens buckets
+    return 2 * largest + bucket
+
+
+@dataclass
+class Engine:
+    """A colocated SGLang engine on each GPU (None of these when the engine runs elsewhere)."""
+
+    mem_fraction_static: float
+    tp_size: int
+    num_params: int  # the whole model's
+
+
+@dataclass
+class StageMemory:
+    stage: int
+    params: int
+    terms: Dict[str, float] = field(default_factory=dict)  # GiB
+    train_peak: float = 0.0
+    gen_peak: float = 0.0  # with a colocated engine generating (else 0)
+    engine_kv: float = 0.0  # GiB of KV cache the colocated engine gets
+
+
+def estimate(arch: ModelArch, lay: Layout, engine: Engine | None = None,
+             reserve_gib: float = DEFAULT_RESERVE_GIB, gpu_gib: float = 80.0) -> List[StageMemory]:
+    """Per-stage terms (GiB) and peaks: training (model states + the larger of step activations and the weight-sync
+    transient + reserve) and, with a colocated engine, generation (trainer resident + engine)."""
+    out = []
+    master = 4 if lay.param_bytes < 4 else 0
+    for s in range(lay.pp):
+        p = stage_params(arch, lay, s)
+        opt = p * (master + 8) / (lay.dp if lay.distributed_optimizer else 1)
+        t = {
+            "weights": p * lay.param_bytes / GiB,
+            "gradients (fp32)": p * 4 / GiB,
+            "optimizer (master, Adam m, v)": opt / GiB,
+            "activations, no recompute": activation_bytes(arch, lay, s, recompute=False) / GiB,
+            "activations, full recompute": activation_bytes(arch, lay, s, recompute=True) / GiB,
+            "logits + fp32 copy": logits_bytes(arch, lay, s) / GiB,
+            "pipeline buffers": pp_buffer_bytes(arch, lay) / GiB,
+            "weight-sync peak": sync_peak_bytes(arch, lay, s) / GiB,
+            "reserve (context, NCCL, fragmentation)": reserve_gib,
+        }
+        states = t["weights"] + t["gradients (fp32)"] + t["optimizer (master, Adam m, v)"]
+        step = t["activations, full recompute" if lay.recompute else "activations, no recompute"] \
+            + t["logits + fp32 copy"] + t["pipeline buffers"]
+        sm = StageMemory(s, p, t, train_peak=states + max(step, t["weight-sync peak"]) + reserve_gib)
+        if engine is not None:
+            resident_at_start = t["weights"] + t["gradients (fp32)"] + p * master / lay.dp / GiB + reserve_gib
+            engine_total = engine.mem_fraction_static * (gpu_gib - resident_at_start)
+            engine_weights = engine.num_params * 2 / engine.tp_size / GiB
+            sm.engine_kv = engine_total - engine_weights
+            t["engine weights (colocated)"] = engine_weights
+            t["engine KV cache (colocated)"] = sm.engine_kv
+            sm.gen_peak = states + reserve_gib + engine_total
+        out.append(sm)
     return out
 
 
-def format_estimate(est: Dict[str, float]) -> str:
-    parts = [f"{k[:-4]} {v:.1f}" for k, v in est.items() if k.endswith("_gib") and k != "total_gib"]
-    return f"~{est['total_gib']:.0f} GiB per GPU ({', '.join(parts)} GiB; {est['params_per_gpu'] / 1e9:.2f}B params)"
-
-
-def estimate_for_config(cfg, shape: ModelShape, world_size: int) -> Dict[str, float]:
-    """The estimate for a training `Config` on `world_size` GPUs: its TP/PP, DP = world / (TP x PP), sequences of
-    data.max_prompt_tokens + rollout.max_new_tokens, train.micro_batch_size, model.recompute_activations."""
-    tp, pp = cfg.parallel.tp, cfg.parallel.pp
-    if world_size % (tp * pp):
-        raise ValueError(f"world size {world_size} is not a multiple of tp x pp = {tp * pp}")
-    return estimate_memory(
-        shape, tp, pp, world_size // (tp * pp), cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens,
-        cfg.train.micro_batch_size, cfg.parallel.use_distributed_optimizer, cfg.model.recompute_activations,
-    )  # fmt: skip
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    from prefix_rft_megatron.config import ConfigError, load_config
-
-    p = argparse.ArgumentParser(prog="python -m prefix_rft_megatron.launch.memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hf-config", required=True, help="the model's HF config.json")
-    p.add_argument("--world-size", type=int, required=True, help="training GPUs (nodes x GPUs per node)")
-    p.add_argument("config", nargs="*", help="CONFIG.yaml files and key=value overrides")
-    a = p.parse_args(argv)
-    files = [c for c in a.config if c.endswith((".yaml", ".yml")) and "=" not in c]
-    try:
-        cfg = load_config(files, [c for c in a.config if c not in files])
-        with open(a.hf_config) as f:
-            shape = ModelShape.from_hf_config(json.load(f))
-        print(format_estimate(estimate_for_config(cfg, shape, a.world_size)) + " -- an estimate, see the docstring")
-    except (ConfigError, ValueError, OSError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def kv_bytes_per_token(arch: ModelArch, engine_tp: int) -> float:
+    """K and V of every layer for one token on one engine GPU (bf16)."""
+    return 2 * arch.num_layers * math.ceil(arch.num_query_groups / engine_tp) * arch.head_dim * 2

@@ -100,7 +100,7 @@ def test_cli_dryrun_local_and_config_errors(tmp_path, capsys):
     assert main(["--dryrun", "train.stepz=3"]) == 2
     assert "unknown key 'train.stepz'" in capsys.readouterr().err
     assert main(["--dryrun", "--gpus-per-node", "6", "parallel.tp=4"]) == 2
-    assert "not a multiple of parallel.tp x parallel.pp = 4" in capsys.readouterr().err
+    assert "6 processes do not split into parallel.tp=4 x parallel.pp=1" in capsys.readouterr().err
     assert main(["--dryrun", "--executor", "slurm"]) == 2
     assert "account" in capsys.readouterr().err
 

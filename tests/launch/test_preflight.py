@@ -1,0 +1,52 @@
+"""`prefix-rft launch --check`: the table and `fits`, or exit non-zero with one line naming what is illegal or
+does not fit (real CLI processes, no GPU)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def check(*args):
+    proc = subprocess.run([sys.executable, "-m", "prefix_rft_megatron.cli", "launch", "--check", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    return proc.returncode, proc.stdout, [l for l in proc.stderr.splitlines() if l.startswith("error")]
+
+
+def test_7b_fits_with_the_table():
+    rc, out, err = check("conf/qwen2.5-math-7b.yaml")
+    assert rc == 0 and out.splitlines()[-1] == "fits" and not err, out
+    for row in ("weights", "gradients (fp32)", "optimizer (master, Adam m, v)", "activations, no recompute",
+                "activations, full recompute", "logits + fp32 copy", "pipeline buffers", "weight-sync peak",
+                "engine weights (colocated)", "engine KV cache (colocated)", "training peak",
+                "generation peak (colocated)"):
+        assert row in out, row
+    assert "TP 4 x PP 1 x DP 2, sequence parallel on" in out
+
+
+def test_70b_fits_on_8_nodes():
+    rc, out, err = check("--nodes", "8", "conf/llama-70b.yaml")
+    assert rc == 0 and out.splitlines()[-1] == "fits", out
+    assert "stage 3" in out and "TP 8 x PP 4 x DP 2" in out
+
+
+@pytest.mark.parametrize("args,line", [
+    (["conf/qwen2.5-math-7b.yaml", "parallel.tp=3"], "8 processes do not split into parallel.tp=3"),
+    (["--gpus-per-node", "6", "conf/qwen2.5-math-7b.yaml", "parallel.tp=3"],
+     "num_attention_heads=28"),  # 6 GPUs split into TP 3 x DP 2, but 28 heads do not split over 3
+    (["--nodes", "8", "conf/llama-70b.yaml", "model.recompute_activations=false", "parallel.sequence_parallel=false"],
+     "does not fit: training on pipeline stage 0 needs"),
+    (["--nodes", "8", "conf/llama-70b.yaml", "model.recompute_activations=false", "--gpu-mem-gib", "48"],
+     "does not fit: training on pipeline stage 0 needs"),
+    (["conf/qwen2.5-math-7b.yaml", "rollout.mem_fraction_static=0.2"], "KV cache holds"),
+    (["conf/qwen2.5-math-7b.yaml", "rollout.max_new_tokens=16000"], "max_position_embeddings=16384"),
+    (["conf/qwen2.5-math-7b.yaml", "train.micro_batch_size=3"], "not divisible by data-parallel size 2"),
+    (["conf/qwen2.5-math-7b.yaml", "model.hf_path=/nowhere/model"], "no config.json there"),
+])
+def test_what_cannot_start_or_fit_is_one_line(args, line):
+    rc, out, err = check(*args)
+    assert rc != 0 and len(err) == 1 and line in err[0], (err, out[-2000:])
+    assert "Traceback" not in out
