@@ -49,6 +49,19 @@ class ParallelConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """The job's size, as `prefix-rft launch` reads it when --nodes / --gpus-per-node are not given (the trainer
+    itself takes its world size from torchrun)."""
+
+    nodes: int = 1
+    gpus_per_node: int = 8
+
+    def __post_init__(self):
+        if self.nodes < 1 or self.gpus_per_node < 1:
+            raise ValueError(f"cluster: nodes and gpus_per_node must be >= 1 (got {self.nodes}, {self.gpus_per_node})")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -60,3 +73,4 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)

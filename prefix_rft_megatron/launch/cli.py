@@ -33,8 +33,9 @@ def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig | None, argparse.Names
     p = argparse.ArgumentParser(prog="prefix-rft launch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--executor", choices=["local", "slurm"], default=d.executor)
-    p.add_argument("--nodes", type=int, default=d.nodes)
-    p.add_argument("--gpus-per-node", type=int, default=d.gpus_per_node, help="processes (GPUs) per node")
+    p.add_argument("--nodes", type=int, default=None, help="nodes (default: the config's cluster.nodes)")
+    p.add_argument("--gpus-per-node", type=int, default=None,
+                   help="processes (GPUs) per node (default: the config's cluster.gpus_per_node)")
     p.add_argument("--command", default=d.command, help="prefix-rft subcommand to run (default: train)")
     p.add_argument("--container-image", default=d.container_image)
     p.add_argument("--mount", action="append", default=[], help="container mount SRC:DST (repeatable)")
@@ -66,6 +67,12 @@ def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig | None, argparse.Names
     p.add_argument("--dryrun", action="store_true", help="print the command (and sbatch script); run nothing")
     p.add_argument("config", nargs="*", help="CONFIG.yaml files and key=value overrides for the subcommand")
     a = p.parse_args(list(argv))
+    if a.nodes is None or a.gpus_per_node is None:  # the job's size as the config gives it
+        from prefix_rft_megatron.config import load_config
+
+        cluster = load_config(*_split(a.config)).cluster
+        a.nodes = cluster.nodes if a.nodes is None else a.nodes
+        a.gpus_per_node = cluster.gpus_per_node if a.gpus_per_node is None else a.gpus_per_node
     if a.check:
         return None, a
     env = {}
@@ -100,25 +107,23 @@ def check_config(lc: LaunchConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         lc, a = parse_args(sys.argv[1:] if argv is None else argv)
-    except ValueError as e:  # LaunchConfig.__post_init__
+    except ValueError as e:  # LaunchConfig.__post_init__, or a config that does not load (ConfigError)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if a.check or (lc.command == "train" and not a.no_check and not a.dryrun):
+    if a.check:
         from prefix_rft_megatron.launch import preflight
 
-        files, overrides = _split(a.config)
-        rc = preflight.main(files, overrides, a.nodes, a.gpus_per_node, a.gpu_mem_gib, a.hf_config)
-        if a.check or rc:
-            return rc
-    elif not a.no_check:
-        from prefix_rft_megatron.config import ConfigError
+        return preflight.main(*_split(a.config), a.nodes, a.gpus_per_node, a.gpu_mem_gib, a.hf_config)
+    from prefix_rft_megatron.config import ConfigError
+    from prefix_rft_megatron.launch import recipes
+    from prefix_rft_megatron.launch.preflight import CheckFailed
 
+    if not a.no_check:
         try:
             check_config(lc)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    from prefix_rft_megatron.launch import recipes
 
     if a.dryrun:
         out = recipes.dryrun(lc)
@@ -127,7 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(out["command"])
         return 0
-    result = recipes.launch(lc, tail_logs=lc.executor == "local" or a.follow)
+    try:
+        result = recipes.launch(lc, tail_logs=lc.executor == "local" or a.follow,
+                                preflight_gpu_mem_gib=None if a.no_check else a.gpu_mem_gib)
+    except (ConfigError, CheckFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"experiment {result['experiment_id']}: {result['status']} (logs: {result['job_dir']})")
     if lc.executor == "local":
         return 0 if result["status"].upper().startswith("SUCCEEDED") else 1

@@ -138,10 +138,20 @@ def _experiment(lc: LaunchConfig):
 
 
 def launch(lc: LaunchConfig, tail_logs: bool = False, script=None, executor=None,
-           name: str = TASK_NAME) -> Dict[str, Any]:
+           name: str = TASK_NAME, preflight_gpu_mem_gib: float | None = 80.0) -> Dict[str, Any]:
     """Run the task (default: `train_script(lc)` on `build_executor(lc)`) through a NeMo-Run experiment. Local:
     blocks until torchrun exits. Slurm: submits (and returns at once when `lc.detach`).
+    A `train` job of the default script is first put through the pre-flight check (`launch.preflight`, its table
+    printed) at `preflight_gpu_mem_gib` GiB per GPU; one that does not fit raises CheckFailed and nothing is
+    launched (None: no check).
     Returns {"experiment_id", "experiment_dir", "status", "job_dir"}."""
+    if preflight_gpu_mem_gib is not None and script is None and lc.command == "train":
+        from prefix_rft_megatron.launch.preflight import CheckFailed, run_check
+
+        result = run_check(lc.config_files, lc.overrides, lc.nodes, lc.gpus_per_node, preflight_gpu_mem_gib)
+        print(result.table + "\n" + result.verdict, flush=True)
+        if result.verdict != "fits":
+            raise CheckFailed(result.verdict)
     with _experiment(lc) as exp:
         exp.add(script or train_script(lc), executor=executor or build_executor(lc), name=name, tail_logs=tail_logs)
         exp.run(sequential=True, detach=lc.detach and lc.executor == "slurm", tail_logs=tail_logs)

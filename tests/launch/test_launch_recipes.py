@@ -92,14 +92,16 @@ def test_sglang_server_recipe_dryrun(tmp_path):
 
 def test_cli_dryrun_local_and_config_errors(tmp_path, capsys):
     assert main(["--dryrun", "--gpus-per-node", "2", "--experiment-dir", str(tmp_path), "parallel.tp=2",
-                 "train.steps=3"]) == 0
+                 "train.steps=3", "model.hf_path=/m"]) == 0
     printed = capsys.readouterr().out
     assert re.search(r"torchrun .*--nnodes 1 --nproc-per-node 2 .*-m prefix_rft_megatron.cli train parallel.tp=2 "
-                     r"train.steps=3", printed)
+                     r"train.steps=3 model.hf_path=/m", printed)
+    assert main(["--dryrun", "--experiment-dir", str(tmp_path), "train.steps=3"]) == 2  # a train job needs a model
+    assert "model.hf_path is required" in capsys.readouterr().err
     # checked before anything is launched: unknown key, world size not a multiple of tp x pp, missing account
     assert main(["--dryrun", "train.stepz=3"]) == 2
     assert "unknown key 'train.stepz'" in capsys.readouterr().err
-    assert main(["--dryrun", "--gpus-per-node", "6", "parallel.tp=4"]) == 2
+    assert main(["--dryrun", "--gpus-per-node", "6", "parallel.tp=4", "model.hf_path=/m"]) == 2
     assert "6 processes do not split into parallel.tp=4 x parallel.pp=1" in capsys.readouterr().err
     assert main(["--dryrun", "--executor", "slurm"]) == 2
     assert "account" in capsys.readouterr().err

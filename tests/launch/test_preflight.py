@@ -27,8 +27,8 @@ def test_7b_fits_with_the_table():
     assert "TP 4 x PP 1 x DP 2, sequence parallel on" in out
 
 
-def test_70b_fits_on_8_nodes():
-    rc, out, err = check("--nodes", "8", "conf/llama-70b.yaml")
+def test_70b_fits_on_the_8_nodes_its_config_names():
+    rc, out, err = check("conf/llama-70b.yaml")  # cluster.nodes=8 in the YAML
     assert rc == 0 and out.splitlines()[-1] == "fits", out
     assert "stage 3" in out and "TP 8 x PP 4 x DP 2" in out
 
@@ -50,3 +50,16 @@ def test_what_cannot_start_or_fit_is_one_line(args, line):
     rc, out, err = check(*args)
     assert rc != 0 and len(err) == 1 and line in err[0], (err, out[-2000:])
     assert "Traceback" not in out
+
+
+def test_launch_refuses_a_job_that_does_not_fit(tmp_path):
+    from prefix_rft_megatron.launch import recipes
+    from prefix_rft_megatron.launch.config import LaunchConfig
+    from prefix_rft_megatron.launch.preflight import CheckFailed
+
+    lc = LaunchConfig(gpus_per_node=8, config_files=[str(REPO / "conf/qwen2.5-math-7b.yaml")],
+                      overrides=["model.recompute_activations=false", "parallel.tp=1"],
+                      experiment_dir=str(tmp_path / "exp"))
+    with pytest.raises(CheckFailed, match="does not fit: training on pipeline stage 0"):
+        recipes.launch(lc)
+    assert not (tmp_path / "exp").exists()  # nothing was launched
