@@ -77,13 +77,13 @@ class PrefixScheduleConfig:
     def __post_init__(self) -> None:
         self.kind = ScheduleKind(self.kind)
         if not 0.0 <= self.low_end <= self.high <= 1.0:
-            raise ValueError(f"algo.schedule: need 0 <= low_end <= high <= 1 (got {self.low_end}, {self.high})")
+            raise ValueError(f"algorithm.schedule: need 0 <= low_end <= high <= 1 (got {self.low_end}, {self.high})")
         if self.decay_steps < 1:
-            raise ValueError(f"algo.schedule.decay_steps must be >= 1 (got {self.decay_steps})")
+            raise ValueError(f"algorithm.schedule.decay_steps must be >= 1 (got {self.decay_steps})")
         if not 0.0 <= self.constant_fraction <= 1.0:
-            raise ValueError(f"algo.schedule.constant_fraction must be in [0, 1] (got {self.constant_fraction})")
+            raise ValueError(f"algorithm.schedule.constant_fraction must be in [0, 1] (got {self.constant_fraction})")
         if self.min_prefix_tokens < 0:
-            raise ValueError(f"algo.schedule.min_prefix_tokens must be >= 0 (got {self.min_prefix_tokens})")
+            raise ValueError(f"algorithm.schedule.min_prefix_tokens must be >= 0 (got {self.min_prefix_tokens})")
 
 
 @dataclass
@@ -100,7 +100,7 @@ class PrefixMaskConfig:
     def __post_init__(self) -> None:
         self.scope, self.selection = MaskScope(self.scope), MaskSelection(self.selection)
         if not 0.0 < self.rho <= 1.0:
-            raise ValueError(f"algo.prefix_mask.rho must be in (0, 1] (got {self.rho})")
+            raise ValueError(f"algorithm.prefix_mask.rho must be in (0, 1] (got {self.rho})")
 
 
 @dataclass
@@ -121,8 +121,9 @@ class LossConfig:
     """Weight of the KL penalty to a reference model; 0 (default) turns it off and no reference is needed."""
     kl_estimator: KLEstimator = KLEstimator.K3
     """Per-token KL estimator used when kl_coef > 0."""
-    max_response_tokens: int = 8192
-    """L_max of the Dr. GRPO aggregation: a constant divisor, the rollout's maximum response length."""
+    max_response_tokens: int = 0
+    """L_max of the Dr. GRPO aggregation: a constant divisor, the maximum response length. 0 (default): derived,
+    rollout.max_new_tokens; an explicit value must be >= it."""
     luffy_gamma: float = 0.1
     """gamma of LUFFY's policy shaping f(p) = p / (p + gamma) on off-policy tokens."""
 
@@ -130,17 +131,18 @@ class LossConfig:
         self.kl_estimator = KLEstimator(self.kl_estimator)
         if self.clip_eps_low < 0 or self.clip_eps_high < 0 or self.clip_eps_low >= 1:
             raise ValueError(
-                f"algo.loss: need 0 <= clip_eps_low < 1 and clip_eps_high >= 0 "
+                f"algorithm.loss: need 0 <= clip_eps_low < 1 and clip_eps_high >= 0 "
                 f"(got {self.clip_eps_low}, {self.clip_eps_high})"
             )
         if self.dual_clip_c != 0 and self.dual_clip_c <= 1:
-            raise ValueError(f"algo.loss.dual_clip_c must be > 1, or 0 to disable (got {self.dual_clip_c})")
-        if self.max_response_tokens < 1:
-            raise ValueError(f"algo.loss.max_response_tokens must be >= 1 (got {self.max_response_tokens})")
+            raise ValueError(f"algorithm.loss.dual_clip_c must be > 1, or 0 to disable (got {self.dual_clip_c})")
+        if self.max_response_tokens < 0:
+            raise ValueError(f"algorithm.loss.max_response_tokens must be >= 0 (0: rollout.max_new_tokens; got "
+                             f"{self.max_response_tokens})")
         if self.luffy_gamma <= 0:
-            raise ValueError(f"algo.loss.luffy_gamma must be > 0 (got {self.luffy_gamma})")
+            raise ValueError(f"algorithm.loss.luffy_gamma must be > 0 (got {self.luffy_gamma})")
         if self.entropy_coef < 0 or self.kl_coef < 0:
-            raise ValueError(f"algo.loss: entropy_coef and kl_coef must be >= 0 ({self.entropy_coef}, {self.kl_coef})")
+            raise ValueError(f"algorithm.loss: entropy_coef and kl_coef must be >= 0 ({self.entropy_coef}, {self.kl_coef})")
 
 
 @dataclass
@@ -168,20 +170,20 @@ class AlgorithmConfig:
         self.name = AlgorithmName(self.name)
         self.continuation_baseline = ContinuationBaseline(self.continuation_baseline)
         if self.group_size < 1:
-            raise ValueError(f"algo.group_size must be >= 1 (got {self.group_size})")
+            raise ValueError(f"algorithm.group_size must be >= 1 (got {self.group_size})")
         if not 0 <= self.num_prefixed <= self.group_size:
             raise ValueError(
-                f"algo.num_prefixed must be in [0, group_size={self.group_size}] (got {self.num_prefixed})"
+                f"algorithm.num_prefixed must be in [0, group_size={self.group_size}] (got {self.num_prefixed})"
             )
         if self.temperature <= 0:
-            raise ValueError(f"algo.temperature must be > 0 (got {self.temperature})")
+            raise ValueError(f"algorithm.temperature must be > 0 (got {self.temperature})")
         if self.name == AlgorithmName.RFT and self.num_prefixed != 0:
-            raise ValueError(f"algo.name=rft runs on-policy only: set algo.num_prefixed=0 (got {self.num_prefixed})")
+            raise ValueError(f"algorithm.name=rft runs on-policy only: set algo.num_prefixed=0 (got {self.num_prefixed})")
         if self.name in (AlgorithmName.PREFIX_RFT, AlgorithmName.LUFFY):
             if self.num_prefixed < 1:
-                raise ValueError(f"algo.name={self.name.value} needs algo.num_prefixed >= 1")
+                raise ValueError(f"algorithm.name={self.name.value} needs algo.num_prefixed >= 1")
             if self.name == AlgorithmName.PREFIX_RFT and self.num_prefixed >= self.group_size:
                 raise ValueError(
-                    "algo.name=prefix_rft needs at least one on-policy rollout per group for the baseline "
+                    "algorithm.name=prefix_rft needs at least one on-policy rollout per group for the baseline "
                     f"(num_prefixed={self.num_prefixed}, group_size={self.group_size})"
                 )

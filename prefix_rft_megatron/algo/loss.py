@@ -167,6 +167,7 @@ def make_loss_func(
         raise ValueError(f"loss: need num_global_sequences >= 1 and num_microbatches >= 1 "
                          f"(got {num_global_sequences}, {num_microbatches})")
     dp = data_parallel_size if data_parallel_size is not None else _data_parallel_size()
+    assert cfg.loss.max_response_tokens > 0, "L_max unset: config.validate.derive sets it from rollout.max_new_tokens"
 
     def loss_func(output_tensor: torch.Tensor):
         logprobs, entropy = vocab_parallel_token_stats(output_tensor, inputs.target_ids, cfg.temperature)

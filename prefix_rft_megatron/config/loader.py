@@ -28,8 +28,8 @@ def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
-    key = getattr(err, "full_key", None) or ""
+def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str, given_key: str = "") -> ConfigError:
+    key = getattr(err, "full_key", None) or given_key
     if isinstance(err, ConfigKeyError) or "not in struct" in str(err) or "Key '" in str(err):
         hint = difflib.get_close_matches(key, _all_keys(schema), n=1)
         more = f" (did you mean '{hint[0]}'?)" if hint else ""
@@ -71,6 +71,9 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         except Exception as e:  # noqa: BLE001 - YAML syntax errors come from the yaml library
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(f"config: {path}: not valid YAML ({first})") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"config: {path}: the top level must be a mapping of sections (model:, train:, ...), "
+                              f"not a {type(loaded).__name__.replace('Config', '').lower() or 'value'}")
         try:
             cfg = OmegaConf.merge(cfg, loaded)
         except OmegaConfBaseException as e:
@@ -87,7 +90,7 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         try:
             cfg = OmegaConf.merge(cfg, parsed)
         except OmegaConfBaseException as e:
-            raise _explain(e, schema, f"override {item!r}") from None
+            raise _explain(e, schema, f"override {item!r}", item.split("=", 1)[0]) from None
         benchmarks_set |= _sets(parsed, "eval.benchmarks")
     try:
         cfg = _apply_deprecated(OmegaConf.to_object(cfg), benchmarks_set)  # to_object runs __post_init__ checks

@@ -25,6 +25,11 @@ def derive(cfg: Config) -> Config:
     if not cfg.rollout.model_path and not cfg.rollout.server_urls:
         # launched SGLang servers load the policy's starting point first (the trainer's weights replace it)
         cfg.rollout.model_path = cfg.model.hf_path
+    budget = cfg.rollout.max_new_tokens
+    if not cfg.data.max_demo_tokens:
+        cfg.data.max_demo_tokens = budget  # no response, prefixed or demonstration, is longer than a rollout's
+    if not cfg.algorithm.loss.max_response_tokens:
+        cfg.algorithm.loss.max_response_tokens = budget  # Dr. GRPO's L_max: the maximum response length
     return cfg
 
 
@@ -40,6 +45,13 @@ def _is_loopback(host: str) -> bool:
 def check(cfg: Config) -> None:
     """Combinations of keys from different sections that cannot work (each section checks its own keys)."""
     r = cfg.rollout
+    if cfg.data.max_demo_tokens > r.max_new_tokens:
+        raise ConfigError(f"data.max_demo_tokens={cfg.data.max_demo_tokens} > rollout.max_new_tokens={r.max_new_tokens}:"
+                          " a longer demonstration makes prefixed and SFT/LUFFY responses longer than any rollout "
+                          "(leave it at 0, or raise rollout.max_new_tokens)")
+    if cfg.algorithm.loss.max_response_tokens < r.max_new_tokens:
+        raise ConfigError(f"algorithm.loss.max_response_tokens={cfg.algorithm.loss.max_response_tokens} < "
+                          f"rollout.max_new_tokens={r.max_new_tokens}: L_max must bound every response (leave it at 0)")
     if r.temperature != cfg.algorithm.temperature:
         raise ConfigError(f"rollout.temperature={r.temperature} must equal algorithm.temperature="
                           f"{cfg.algorithm.temperature} (log-probs and entropies are defined at that temperature)")

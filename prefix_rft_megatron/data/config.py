@@ -72,8 +72,10 @@ class DataConfig:
     max_prompt_tokens: int = 1024
     """Rows whose prompt (template applied) is longer are bad rows (skipped, or fatal when strict)."""
 
-    max_demo_tokens: int = 8192
-    """Rows whose demonstration (eos included) is longer are bad rows (skipped, or fatal when strict)."""
+    max_demo_tokens: int = 0
+    """Rows whose demonstration (eos included) is longer are bad rows (skipped, or fatal when strict). 0 (default):
+    rollout.max_new_tokens, the response budget (a longer demonstration would make prefixed, SFT and LUFFY responses
+    longer than any rollout); an explicit value must not exceed it."""
 
     strict: bool = False
     """Stop at the first bad row (missing field, empty demonstration, bad JSON, non-UTF-8, too long) with its file and
@@ -88,8 +90,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if "{problem}" not in self.prompt_template:
             raise ValueError("data.prompt_template must contain '{problem}'")
-        if self.max_prompt_tokens <= 0 or self.max_demo_tokens <= 1:
-            raise ValueError("data.max_prompt_tokens must be > 0 and data.max_demo_tokens > 1")
+        if self.max_prompt_tokens <= 0 or self.max_demo_tokens == 1 or self.max_demo_tokens < 0:
+            raise ValueError("data.max_prompt_tokens must be > 0 and data.max_demo_tokens > 1 (or 0: derived)")
         if self.demo_index < 0:
             raise ValueError(f"data.demo_index must be >= 0, got {self.demo_index}")
         for name in ("problem_field", "demo_field", "answer_field", "id_field"):

@@ -108,7 +108,7 @@ def iter_file(name: str, cfg: DataConfig, encoder: PromptEncoder,
             if len(p) > cfg.max_prompt_tokens:
                 bad(BadRow(file, row, f"prompt is {len(p)} tokens, over max_prompt_tokens={cfg.max_prompt_tokens}",
                            "prompt_too_long"))
-            elif len(d) > cfg.max_demo_tokens:
+            elif cfg.max_demo_tokens and len(d) > cfg.max_demo_tokens:  # 0: not derived (no rollout config)
                 bad(BadRow(file, row, f"demonstration is {len(d)} tokens, over max_demo_tokens={cfg.max_demo_tokens}",
                            "demo_too_long"))
             else:

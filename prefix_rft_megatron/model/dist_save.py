@@ -11,7 +11,7 @@ A synchronous save runs the write function in the calling process (AsyncRequest.
 cross a process boundary: `save_sharded` gives the writer a plain in-process queue for the duration of the save
 (megatron's own is put back afterwards, so an async save elsewhere still gets its Manager). The writer also forks
 `thread_count` short-lived processes per save to write the files; forked during `save_sharded`, they are armed to
-die with the caller (PR_SET_PDEATHSIG, `reward.parent_death`): a writer left without its parent can otherwise block
+die with the caller (PR_SET_PDEATHSIG, `process.parent_death`): a writer left without its parent can otherwise block
 forever at exit (its results queue or completion queue has no one at the other end).
 
 Same files, same format: it is megatron's own TorchDistSaveShardedStrategy('torch_dist', 1) with its default
@@ -31,7 +31,7 @@ from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.strategies import filesystem_async
 from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
 
-from prefix_rft_megatron.reward.parent_death import die_with_parent
+from prefix_rft_megatron.process.parent_death import die_with_parent
 
 _saving: int | None = None  # the pid of a process inside save_sharded: what it forks then (the writers) dies with it
 

@@ -7,7 +7,7 @@ Imported anywhere else (a tool importing every module), it does nothing."""
 
 import sys
 
-from prefix_rft_megatron.reward.parent_death import die_with_parent
+from prefix_rft_megatron.process.parent_death import die_with_parent
 
 
 def _in_forkserver() -> bool:

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from prefix_rft_megatron.reward.answer import _quiet_math_verify, last_boxed, score_answer
 from prefix_rft_megatron.reward.config import RewardConfig
-from prefix_rft_megatron.reward.parent_death import die_with_parent
+from prefix_rft_megatron.process.parent_death import die_with_parent
 
 logger = logging.getLogger(__name__)
 

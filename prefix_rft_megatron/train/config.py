@@ -29,8 +29,10 @@ class TrainConfig:
         for name in ("steps", "prompts_per_step", "mini_batch_prompts", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1")
-        if self.lr <= 0:  # checked here too so that it fails at start-up, not after the model is built
+        if not self.lr > 0:  # also refuses nan
             raise ValueError(f"train.lr={self.lr}: must be > 0")
+        if self.eval_every < 0:
+            raise ValueError(f"train.eval_every={self.eval_every}: must be >= 0 (0: only at the end)")
         if self.lr_warmup_steps < 0:
             raise ValueError(f"train.lr_warmup_steps={self.lr_warmup_steps}: must be >= 0")
 
@@ -42,14 +44,22 @@ OPTIMIZER_FORMATS = ("fully_reshardable", "dp_reshardable")
 @dataclass
 class CheckpointConfig:
     save_every: int = 50  # steps between checkpoints (model, optimizer, scheduler, data position, RNG)
-    keep_last: int = 3  # older checkpoints are deleted once a newer one is complete
+    keep_last: int = 3  # older checkpoints are deleted once a newer one is complete (>= 1: the newest always stays)
     resume: bool = True  # start from the newest complete checkpoint in <output_dir>/checkpoints if there is one
+    # start over in an output directory that holds a run (checkpoints or metrics) although resume=false, or whose
+    # run cannot be resumed: its checkpoints, metrics and TensorBoard events are deleted. Off: such a start is refused
+    overwrite: bool = False
     export_hf_at_end: bool = True  # write <output_dir>/hf (HF safetensors) when training ends
     # distributed-optimizer state: fully_reshardable resumes at any TP/PP/DP (a save gathers each DP group's state
     # in host memory); dp_reshardable saves without gathering but resumes only at the same TP/PP (train/checkpoint.py)
     optimizer_format: str = "fully_reshardable"
 
     def __post_init__(self):
+        if self.save_every < 1:
+            raise ValueError(f"checkpoint.save_every={self.save_every}: must be >= 1")
+        if self.keep_last < 1:
+            raise ValueError(f"checkpoint.keep_last={self.keep_last}: must be >= 1 (the newest checkpoint is what a "
+                             "run resumes from)")
         if self.optimizer_format not in OPTIMIZER_FORMATS:
             raise ValueError(f"checkpoint.optimizer_format: {self.optimizer_format!r} is not "
                              "fully_reshardable|dp_reshardable")
