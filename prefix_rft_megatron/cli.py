@@ -15,18 +15,13 @@ from __future__ import annotations
 import sys
 
 
-def _split_config_args(args: list[str]) -> tuple[list[str], list[str]]:
-    files = [a for a in args if a.endswith((".yaml", ".yml")) and "=" not in a]
-    overrides = [a for a in args if a not in files]
-    return files, overrides
-
-
 def show_config(args: list[str]) -> int:
     from prefix_rft_megatron.config import ConfigError, load_config, to_yaml
+    from prefix_rft_megatron.config.cli_args import split_config_args
 
     if args == ["--defaults"]:
         args = []
-    files, overrides = _split_config_args(args)
+    files, overrides = split_config_args(args)
     try:
         print(to_yaml(load_config(files, overrides)), end="")
     except ConfigError as e:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-BUNDLED = "bundled:"  # path prefix for files shipped in prefix_rft_megatron/assets/, e.g. "bundled:math/train.jsonl"
+BUNDLED = "bundled:"  # path prefix for files shipped in prefix_rft_megatron/assets/, e.g. "bundled:math_chain/train.jsonl"
 
 # prefix-rft.md section 7 (the reference's prompt). `{problem}` is replaced literally (no str.format: LaTeX braces).
 DEFAULT_PROMPT_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}"
@@ -28,7 +28,7 @@ class DataConfig:
     LUFFY's parquet is `problem_field=prompt, demo_field=target, answer_field=reward_model.ground_truth`.
     """
 
-    train_files: list[str] = field(default_factory=lambda: [BUNDLED + "math/train.jsonl"])
+    train_files: list[str] = field(default_factory=lambda: [BUNDLED + "math_chain/train.jsonl"])
     """Training files, `.jsonl`/`.json` (one JSON object a line) or `.parquet`, read in order."""
 
     eval_files: list[str] = field(default_factory=list)

@@ -109,8 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from prefix_rft_megatron.evaluation.evaluator import evaluate
     from prefix_rft_megatron.evaluation.report import format_table, write_json
 
-    files = [a for a in args.config if a.endswith((".yaml", ".yml")) and "=" not in a]
-    overrides = [a for a in args.config if a not in files]
+    from prefix_rft_megatron.config.cli_args import split_config_args
+
+    files, overrides = split_config_args(args.config)
     hf_dir = Path(args.hf_dir)
     try:
         cfg, ecfg = load_configs(files, overrides)

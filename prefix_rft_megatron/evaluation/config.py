@@ -10,11 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
-BUNDLED_BENCHMARKS = [
-    "bundled:math/bench/arith_id.jsonl",
-    "bundled:math/bench/arith_ood.jsonl",
-    "bundled:math/bench/fractions.jsonl",
-]
+BUNDLED_BENCHMARKS = ["bundled:math_chain/eval.jsonl"]  # the CPU demo's held-out problems
 
 
 @dataclass

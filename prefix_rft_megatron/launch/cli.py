@@ -19,12 +19,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from prefix_rft_megatron.config.cli_args import split_config_args as _split
 from prefix_rft_megatron.launch.config import LaunchConfig
-
-
-def _split(config: Sequence[str]) -> tuple[list[str], list[str]]:
-    files = [c for c in config if c.endswith((".yaml", ".yml")) and "=" not in c]
-    return files, [c for c in config if c not in files]
 
 
 def parse_args(argv: Sequence[str]) -> tuple[LaunchConfig | None, argparse.Namespace]:

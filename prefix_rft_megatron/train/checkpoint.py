@@ -167,12 +167,37 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.optimizer_format = optimizer_format
 
+    @staticmethod
+    def is_complete(path: Path) -> bool:
+        """A finished save: renamed from .partial, with megatron's metadata and the common state."""
+        return _STEP_DIR.match(path.name) is not None and (path / "metadata.json").is_file() and (
+            path / "common.pt").is_file()
+
+    def complete(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _STEP_DIR.match(p.name))]
+        return [p for _, p in sorted(found) if self.is_complete(p)]
+
     def latest(self) -> Path | None:
+        """The checkpoint to resume from: the one `latest` names; if that is missing or incomplete (deleted by hand,
+        a lost disk), the newest complete one, with a warning. None when there is none."""
         pointer = self.root / "latest"
+        done = self.complete()
         if not pointer.is_file():
-            return None
+            return done[-1] if done else None
         path = self.root / pointer.read_text().strip()
-        return path if (path / "metadata.json").is_file() else None
+        if self.is_complete(path):
+            return path
+        if done:
+            if _is_rank0():
+                logger.warning("checkpoint: %s names %s, which is missing or incomplete; resuming from %s, the newest "
+                               "complete checkpoint", pointer, path.name, done[-1].name)
+            return done[-1]
+        raise CheckpointLayoutError(f"{pointer} names {path.name}, which is missing or incomplete, and no complete "
+                                    f"checkpoint is left in {self.root}; restore it, or start over with "
+                                    "checkpoint.overwrite=true")
 
     def clean_partial(self) -> None:
         if _is_rank0() and self.root.is_dir():
@@ -244,6 +269,9 @@ class CheckpointManager:
         return common
 
     def _prune(self) -> None:
+        """Delete all but the newest `keep_last` (>= 1) checkpoints; never the one `latest` names."""
         steps = sorted((int(m.group(1)), p) for p in self.root.iterdir() if (m := _STEP_DIR.match(p.name)))
-        for _, p in steps[: max(0, len(steps) - self.keep_last)]:
-            shutil.rmtree(p, ignore_errors=True)
+        keep = (self.root / "latest").read_text().strip() if (self.root / "latest").is_file() else ""
+        for _, p in steps[: max(0, len(steps) - max(1, self.keep_last))]:
+            if p.name != keep:
+                shutil.rmtree(p, ignore_errors=True)

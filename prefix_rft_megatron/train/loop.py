@@ -29,6 +29,7 @@ from prefix_rft_megatron.model import ModelArch, build_gpt_model, unwrap_model
 from prefix_rft_megatron.model.forward import mask_padded_vocab
 from prefix_rft_megatron.model.load import load_model_weights
 from prefix_rft_megatron.parallel.init import initialize_parallel
+from prefix_rft_megatron.process.lock import OutputDirLock
 from prefix_rft_megatron.rollout import GroupSpec, build_engine, generate_groups
 from prefix_rft_megatron.sync.weight_sync import WeightSync
 from prefix_rft_megatron.train.batch import SequenceBatch, TrainSequence, build_batch
@@ -52,17 +53,24 @@ class Trainer:
         self.layout = initialize_parallel(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.seed)
         self.rank0 = dist.get_rank() == 0
         self.out = Path(cfg.logging.output_dir)
+        self._closed = False
+        self.lock = None
+        self.lock = _on_rank0(lambda: OutputDirLock(self.out).acquire())  # one trainer per output directory
         self.algo_name = cfg.algorithm.name
         self.G = 1 if self.algo_name == AlgorithmName.SFT else cfg.algorithm.group_size
         self.K = 0 if self.algo_name in (AlgorithmName.SFT, AlgorithmName.RFT) else cfg.algorithm.num_prefixed
         check_training(cfg, self.layout.world_size)
 
         self.tokenizer = load_tokenizer(cfg.data.tokenizer)
+        self.arch = ModelArch.from_hf(cfg.model.hf_path)
+        if len(self.tokenizer) > self.arch.vocab_size:
+            raise ValueError(f"data.tokenizer={cfg.data.tokenizer} has {len(self.tokenizer)} tokens, more than the "
+                             f"model's vocab_size={self.arch.vocab_size} ({cfg.model.hf_path}/config.json)")
         self.train_set = PromptDataset.from_config(cfg.data, "train", self.tokenizer)
+        _on_rank0(self._check_benchmarks)  # a bad file fails now, not after the whole run trained
         self.sampler = PromptSampler(len(self.train_set), tc.prompts_per_step, seed=cfg.data.seed,
                                      shuffle=cfg.data.shuffle)
 
-        self.arch = ModelArch.from_hf(cfg.model.hf_path)
         dtype = getattr(torch, cfg.model.params_dtype)
         use_te = {"auto": None, "transformer_engine": True, "local": False}[cfg.model.transformer_impl]
         model = build_gpt_model(self.arch, params_dtype=dtype, use_te=use_te,
@@ -109,17 +117,52 @@ class Trainer:
         dist.barrier()
         return path
 
+    def _check_benchmarks(self) -> None:
+        from prefix_rft_megatron.evaluation.benchmark import load_benchmark
+
+        for path in self.cfg.eval.benchmarks:
+            load_benchmark(path, self.cfg.eval.problem_field, self.cfg.eval.answer_field, self.cfg.eval.max_problems)
+
+    def _previous_run(self) -> str:
+        """What of an earlier run the output directory holds ("" if nothing)."""
+        steps = sorted(p.name for p in (self.out / "checkpoints").glob("step_*")) if self.out.is_dir() else []
+        lines = self.metrics.path.read_text().count("\n") if self.metrics.path.is_file() else 0
+        held = ([f"checkpoints {steps[0]}..{steps[-1]}"] if steps else []) + ([f"metrics of {lines} steps"] if lines
+                                                                               else [])
+        return ", ".join(held)
+
+    def _start_over(self) -> None:
+        """checkpoint.overwrite: remove the earlier run's checkpoints, metrics and TensorBoard events (rank 0)."""
+        import shutil
+
+        if self.rank0:
+            logger.warning("checkpoint.overwrite: deleting the earlier run in %s (%s)", self.out, self._previous_run())
+            for name in ("checkpoints", "tensorboard", "eval", "hf"):
+                shutil.rmtree(self.out / name, ignore_errors=True)
+            self.metrics.path.unlink(missing_ok=True)
+        dist.barrier()
+
     def resume(self) -> None:
+        """Continue the run in logging.output_dir, start it, or refuse to mix two runs (see checkpoint.overwrite)."""
+        ck = self.cfg.checkpoint
         self.checkpoints.clean_partial()
-        latest = self.checkpoints.latest() if self.cfg.checkpoint.resume else None
+        if ck.overwrite and not (ck.resume and self.checkpoints.complete()):
+            self._start_over()
+        latest = self.checkpoints.latest() if ck.resume else None
         if latest is None:
+            previous = self._previous_run() if not ck.resume else ""
+            if previous:
+                raise ValueError(f"logging.output_dir={self.out} holds a run ({previous}) and checkpoint.resume=false "
+                                 "would mix a new one into it: resume it, give another logging.output_dir, or start "
+                                 "over with checkpoint.overwrite=true")
+            self.metrics.open(0)  # lines of a run that never checkpointed are from steps this run repeats
             return
         common = self.checkpoints.load(latest, self.model, self.optimizer, vocab_size=self.arch.vocab_size)
         self.start_step = int(common["step"])
         self.sampler.load_state_dict(common["sampler"])
         self.scheduler.load_state_dict(common["scheduler"])
         torch.set_rng_state(common["rng_cpu"])
-        self.metrics.truncate_after(self.start_step - 1)
+        self.metrics.open(self.start_step)
         if self.rank0:
             logger.info("resumed from %s (step %d)", latest, self.start_step)
 
@@ -404,16 +447,43 @@ class Trainer:
         export_hf(self, out_dir)
 
     def close(self) -> None:
-        self.metrics.close()
-        if self.scorer is not None:
-            self.scorer.close()
-        if self.engine is not None:
+        """Idempotent; also what an interrupted run runs (train/cli.py)."""
+        if self._closed:
+            return
+        self._closed = True
+        for part in ("metrics", "scorer"):
+            if getattr(self, part, None) is not None:
+                getattr(self, part).close()
+        if getattr(self, "engine", None) is not None:
             self.engine.shutdown()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def release_cached_device_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _on_rank0(fn):
+    """Run `fn` on global rank 0; its exception is raised on every rank (each would otherwise wait in the next
+    collective for a rank that has gone). Returns fn's result on rank 0, None elsewhere."""
+    result, error = None, None
+    if dist.get_rank() == 0:
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+            error = e
+    failed = _broadcast(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise FailedOnRank0(failed)
+    return result
+
+
+class FailedOnRank0(ValueError):
+    """What rank 0 raised in `_on_rank0`, on the other ranks (rank 0 reports it)."""
 
 
 def _broadcast(obj):

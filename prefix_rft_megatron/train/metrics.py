@@ -11,31 +11,46 @@ logger = logging.getLogger(__name__)
 
 
 class MetricsWriter:
+    """Rank 0 writes; `open(start_step)` once the run knows where it starts (0, or the checkpoint's step)."""
+
     def __init__(self, output_dir: str | Path, tensorboard: bool = True, wandb_project: str = "",
                  run_config: dict | None = None, enabled: bool = True):
         self.enabled = enabled
-        self.path = Path(output_dir) / "metrics.jsonl"
+        self.dir = Path(output_dir)
+        self.path = self.dir / "metrics.jsonl"
+        self._tensorboard, self._wandb_project, self._run_config = tensorboard, wandb_project, run_config
         self._tb = self._wandb = None
-        if not enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
-        if wandb_project:
+        if wandb_project and enabled:
             try:
-                import wandb
+                import wandb  # noqa: F401
             except ImportError:
                 raise RuntimeError("logging.wandb_project is set but wandb is not installed (pip install wandb)")
-            self._wandb = wandb.init(project=wandb_project, config=run_config, dir=str(output_dir))
+
+    def open(self, start_step: int) -> None:
+        """Make the logs agree with the checkpoint the run continues from: JSONL lines of steps >= start_step are
+        dropped (a run killed after its last checkpoint, or before its first one, logged them), and TensorBoard's
+        events of those steps are purged (`purge_step`)."""
+        if not self.enabled:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.truncate_after(start_step - 1)
+        if self._tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=start_step)
+        if self._wandb_project:
+            import wandb
+
+            self._wandb = wandb.init(project=self._wandb_project, config=self._run_config, dir=str(self.dir))
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop lines of steps after the checkpoint, so the file reads as one uninterrupted run."""
+        """Drop lines of steps after `step`, so the file reads as one uninterrupted run."""
         if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:

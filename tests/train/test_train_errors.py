@@ -28,7 +28,7 @@ def test_missing_data_file(tiny_policy, tmp_path):
 
 def _bad_file(tmp_path):
     good = [json.loads(l) for l in open(__import__("prefix_rft_megatron.data.config", fromlist=["x"])
-                                         .resolve_path("bundled:math/train.jsonl"))][:12]
+                                         .resolve_path("bundled:math_chain/train.jsonl"))][:12]
     lines = [json.dumps(r) for r in good]
     lines[3] = "{not json"
     bad = dict(good[5])
