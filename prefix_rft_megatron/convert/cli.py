@@ -9,9 +9,21 @@ import sys
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
-def _fail(err: Exception) -> int:
-    print(f"error: {err}", file=sys.stderr)
+def _fail(err: BaseException) -> int:
+    if isinstance(err, OSError) and err.strerror:
+        err = f"{err.strerror}" + (f": {err.filename}" if err.filename else "")
+    elif type(err).__name__ == "SafetensorError":
+        err = f"a safetensors file could not be read (truncated or not safetensors): {err}"
+    print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
     return 2
+
+
+def _user_errors() -> tuple:
+    """What a user's files can make the converters raise: one line each, not a traceback."""
+    from safetensors import SafetensorError
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (ValueError, OSError, KeyError, SafetensorError, CheckpointException)
 
 
 def hf_to_megatron_main(argv=None) -> int:
@@ -34,7 +46,7 @@ def hf_to_megatron_main(argv=None) -> int:
         convert_hf_to_megatron(args.hf_dir, args.out, tp=args.tp, pp=args.pp,
                                make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
                                dtype=getattr(torch, args.dtype) if args.dtype else None, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+    except _user_errors() as e:
         return _fail(e)
     return 0
 
@@ -54,6 +66,6 @@ def megatron_to_hf_main(argv=None) -> int:
     try:
         convert_megatron_to_hf(args.ckpt, args.out, hf_config_dir=args.hf_config,
                                max_shard_bytes=int(args.max_shard_size_gb * 2**30), overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+    except _user_errors() as e:
         return _fail(e)
     return 0

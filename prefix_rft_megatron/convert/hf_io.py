@@ -126,6 +126,8 @@ def atomic_output_dir(out_dir: str | Path, overwrite: bool = False):
     """Yield a fresh directory beside `out_dir`; on success it replaces `out_dir` in one rename, on any failure
     (or Ctrl-C) it is removed. A crash therefore never leaves a half-written `out_dir`."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: is a file; the output must be a directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,9 @@ def convert_megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, hf_config_
     """`tokenizer_dir`: take the tokenizer files from there (and only the model's config files from the HF config
     directory); the trainer passes the tokenizer it trained with."""
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
+    if ckpt_dir.name.endswith(".partial") or not (ckpt_dir / "metadata.json").is_file():
+        raise ArchError(f"{ckpt_dir}: an incomplete checkpoint (a save that was interrupted, or not a checkpoint); "
+                        "convert a complete one (checkpoints/latest names the newest)")
     reader = CheckpointReader(ckpt_dir)
     arch, side_dir = read_checkpoint_arch(ckpt_dir, Path(hf_config_dir) if hf_config_dir else None)
     rules = mapping.param_rules(arch)

@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Sequence
 from prefix_rft_megatron.data.config import DataConfig, resolve_path
 from prefix_rft_megatron.data.rows import BadRow, TextExample, read_rows, row_text
 from prefix_rft_megatron.data.tokenizer import PromptEncoder, load_tokenizer
+from prefix_rft_megatron.reward.answer import gold_answer_problem
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class LoadReport:
     kept: int = 0
     skipped: collections.Counter = field(default_factory=collections.Counter)
     """Bad rows skipped, by kind: not_utf8, bad_json, bad_type, missing_field, empty_problem, empty_demo,
-    empty_answer, prompt_too_long, demo_too_long."""
+    empty_answer, bad_answer, prompt_too_long, demo_too_long."""
     messages: list[str] = field(default_factory=list)
     """The one-line report of every skipped row."""
 
@@ -49,21 +50,24 @@ class PromptDataset(Sequence[Example]):
         self.encoder = encoder
 
     @classmethod
-    def from_config(cls, cfg: DataConfig, split: str = "train", tokenizer=None) -> "PromptDataset":
+    def from_config(cls, cfg: DataConfig, split: str = "train", tokenizer=None,
+                    max_answer_chars: int = 1000) -> "PromptDataset":
         """The training set (`data.train_files`). Held-out problems are `eval.benchmarks`, read by
-        `evaluation.load_benchmark`; `from_files` builds a dataset of any files."""
+        `evaluation.load_benchmark`; `from_files` builds a dataset of any files. `max_answer_chars`: the reward's
+        bound (reward.max_answer_chars), which gold answers must keep too."""
         if split != "train":
             raise ValueError(f"data: split {split!r}: only 'train' (held-out problems are eval.benchmarks)")
-        return cls.from_files(cfg.train_files, cfg, tokenizer)
+        return cls.from_files(cfg.train_files, cfg, tokenizer, max_answer_chars)
 
     @classmethod
-    def from_files(cls, files: Iterable[str], cfg: DataConfig, tokenizer=None) -> "PromptDataset":
+    def from_files(cls, files: Iterable[str], cfg: DataConfig, tokenizer=None,
+                   max_answer_chars: int = 1000) -> "PromptDataset":
         files = list(files)
         encoder = PromptEncoder(cfg, tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer))
         report = LoadReport()
         examples: list[Example] = []
         for name in files:
-            examples += [ex for _, ex in iter_file(name, cfg, encoder, report)]
+            examples += [ex for _, ex in iter_file(name, cfg, encoder, report, max_answer_chars)]
         if not examples:
             raise ValueError(f"data: no usable rows in {files} ({report.rows} rows, skipped {dict(report.skipped)})")
         return cls(examples, report, encoder)
@@ -78,8 +82,8 @@ class PromptDataset(Sequence[Example]):
         return [self.examples[i] for i in indices]
 
 
-def iter_file(name: str, cfg: DataConfig, encoder: PromptEncoder,
-              report: LoadReport | None = None) -> Iterator[tuple[TextExample, Example]]:
+def iter_file(name: str, cfg: DataConfig, encoder: PromptEncoder, report: LoadReport | None = None,
+              max_answer_chars: int = 1000) -> Iterator[tuple[TextExample, Example]]:
     """The usable rows of one file as (text, token ids), in order; bad rows are raised (strict) or counted and
     logged. Used by the dataset and by `tools/prepare_data.py`."""
     report = report if report is not None else LoadReport()
@@ -118,7 +122,10 @@ def iter_file(name: str, cfg: DataConfig, encoder: PromptEncoder,
     for raw in read_rows(resolve_path(name), name):
         report.rows += 1
         try:
-            chunk.append((raw.file, raw.row, row_text(raw, cfg)))
+            text = row_text(raw, cfg)
+            if (problem := gold_answer_problem(text.answer, max_answer_chars)) is not None:
+                raise BadRow(raw.file, raw.row, problem, "bad_answer")
+            chunk.append((raw.file, raw.row, text))
         except BadRow as err:
             chunk.append(err)
         if len(chunk) >= _CHUNK:

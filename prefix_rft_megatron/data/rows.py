@@ -44,6 +44,8 @@ class RawRow:
 def read_rows(path: Path, name: str) -> Iterator[RawRow]:
     """Rows of a JSONL or Parquet file, in order. `name` is how the file is called in messages."""
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise FileNotFoundError(f"data: {name}: is a directory, not a data file")
     if not path.is_file():
         raise FileNotFoundError(f"data: {name}: no such file")
     if suffix in PARQUET_SUFFIXES:
@@ -75,10 +77,15 @@ def _read_jsonl(path: Path, name: str) -> Iterator[RawRow]:
 
 
 def _read_parquet(path: Path, name: str) -> Iterator[RawRow]:
+    import pyarrow
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+    except (pyarrow.ArrowException, OSError) as e:
+        raise ValueError(f"data: {name}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    for batch in batches:
         for obj in batch.to_pylist():
             row += 1
             yield RawRow(name, row, obj)

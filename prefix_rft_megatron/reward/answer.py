@@ -33,6 +33,30 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+MAX_GOLD_NESTING = 20  # brace depth; real answers stay far below, and sympy's parse time grows with it
+
+
+def gold_answer_problem(answer: str, max_chars: int) -> str | None:
+    """Why a ground-truth answer would make every rollout of its problem pay the reward's time limit (or never
+    verify), or None. Cheap checks at load time: length, balanced braces, nesting depth, no box inside."""
+    if len(answer) > max_chars:
+        return f"answer is {len(answer)} characters, over reward.max_answer_chars={max_chars}"
+    depth = deepest = 0
+    for c in answer:
+        depth += c == "{"
+        depth -= c == "}"
+        deepest = max(deepest, depth)
+        if depth < 0:
+            return "answer has an unbalanced '}'"
+    if depth:
+        return "answer has an unbalanced '{'"
+    if deepest > MAX_GOLD_NESTING:
+        return f"answer nests braces {deepest} levels deep (over {MAX_GOLD_NESTING})"
+    if _BOX_OPEN.search(answer):
+        return "answer contains \\boxed{} (give the bare answer)"
+    return None
+
+
 def _quiet_math_verify() -> None:
     # Timeouts are enforced by the pool (it kills the worker); math-verify's signal-based ones stay off and
     # its "timeout is disabled" warning is expected.

@@ -128,6 +128,11 @@ class RewardScorer:
         self.stats = collections.Counter()  # answers, correct, timeouts, errors, worker_restarts
         self._workers: list[_Worker] = []
         self._startup_failures = 0
+        # A pathological gold answer would make each of its rollouts pay the whole time limit (one step > 200 s):
+        # every gold is probed once (parsed alone, under the limit) before its first rollouts, and a gold that fails
+        # the probe, or that two answers of one batch time out against, scores the rest of its rollouts 0 at once.
+        self._probed_golds: set[str] = set()
+        self._slow_golds: set[str] = set()
         if cfg.num_workers == 0:
             return
         self._ctx = mp.get_context(cfg.start_method)
@@ -148,6 +153,7 @@ class RewardScorer:
             results = [score_one(r, a, self.cfg) for r, a in zip(responses, answers)]
         else:
             try:
+                self._probe_golds(answers)
                 results = self._score_pool(responses, answers)
             except BaseException:  # e.g. KeyboardInterrupt: a worker busy with this batch must not answer the next
                 for i, w in enumerate(list(self._workers)):
@@ -178,6 +184,17 @@ class RewardScorer:
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
+    def _probe_golds(self, answers: Sequence[str]) -> None:
+        new = [a for a in dict.fromkeys(answers) if a not in self._probed_golds]
+        if not new:
+            return
+        for gold, r in zip(new, self._score_pool([""] * len(new), new)):  # an empty response: the gold's parse alone
+            self._probed_golds.add(gold)
+            if r.timed_out:
+                self._slow_golds.add(gold)
+                logger.warning("reward: gold answer %r cannot be parsed within %.3gs; its rollouts score 0",
+                               gold[:200], self.cfg.timeout_s)
+
     # -- pool -----------------------------------------------------------------------------------------------------
     def _replace(self, i: int, graceful: bool = False) -> None:
         old = self._workers[i]
@@ -190,6 +207,19 @@ class RewardScorer:
         results: list[RewardResult | None] = [None] * len(responses)
         pending = collections.deque(range(len(responses)))
         remaining = len(responses)
+
+        timeouts: collections.Counter = collections.Counter()  # per gold answer, in this call
+
+        def skip_slow_golds() -> None:
+            nonlocal remaining
+            for task in [t for t in pending if answers[t] in self._slow_golds or timeouts[answers[t]] >= 2]:
+                pending.remove(task)
+                results[task] = _result(cfg, False, bool(last_boxed(responses[task])), timed_out=True,
+                                        error="its gold answer timed out before (alone, or twice in this batch); "
+                                              "not verified")
+                remaining -= 1
+
+        skip_slow_golds()
         while remaining:
             now = time.monotonic()
             for i, w in enumerate(list(self._workers)):
@@ -206,6 +236,8 @@ class RewardScorer:
                     w.deadline = time.monotonic() + cfg.timeout_s
             deadlines = [w.started + _STARTUP_TIMEOUT_S if not w.ready else w.deadline
                          for w in self._workers if not w.ready or w.task is not None]
+            if not remaining:
+                break
             assert deadlines, "answers remain but no worker is busy or starting"
             ready_conns = wait_any([w.conn for w in self._workers], timeout=max(0.0, min(deadlines) - now))
             for i, w in enumerate(list(self._workers)):
@@ -252,7 +284,9 @@ class RewardScorer:
                     results[w.task] = _result(cfg, False, boxed is not None and boxed != "", timed_out=True,
                                               error=f"timed out after {cfg.timeout_s}s")
                     remaining -= 1
+                    timeouts[answers[w.task]] += 1
                     self._replace(i)
+                    skip_slow_golds()  # a gold two answers timed out against costs no more time in this batch
                 elif not w.ready and now > w.started + _STARTUP_TIMEOUT_S:
                     raise RuntimeError(f"reward: a worker did not start within {_STARTUP_TIMEOUT_S}s")
         return results  # type: ignore[return-value]

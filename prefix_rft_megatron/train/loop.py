@@ -66,7 +66,7 @@ class Trainer:
         if len(self.tokenizer) > self.arch.vocab_size:
             raise ValueError(f"data.tokenizer={cfg.data.tokenizer} has {len(self.tokenizer)} tokens, more than the "
                              f"model's vocab_size={self.arch.vocab_size} ({cfg.model.hf_path}/config.json)")
-        self.train_set = PromptDataset.from_config(cfg.data, "train", self.tokenizer)
+        self.train_set = PromptDataset.from_config(cfg.data, "train", self.tokenizer, cfg.reward.max_answer_chars)
         _on_rank0(self._check_benchmarks)  # a bad file fails now, not after the whole run trained
         self.sampler = PromptSampler(len(self.train_set), tc.prompts_per_step, seed=cfg.data.seed,
                                      shuffle=cfg.data.shuffle)

@@ -47,6 +47,13 @@ BAD_LINES = [
     (json.dumps(dict(GOOD, answer={"value": 5})), "field 'answer' is dict, expected text", "bad_type"),
     (json.dumps(dict(GOOD, answer=" ")), "empty answer 'answer'", "empty_answer"),
     (json.dumps(dict(GOOD, problem=None)), "missing field 'problem'", "missing_field"),
+    # gold answers that would make every rollout of the problem pay the reward's time limit
+    (json.dumps(dict(GOOD, answer="1" * 1001)), "answer is 1001 characters, over reward.max_answer_chars=1000",
+     "bad_answer"),
+    (json.dumps(dict(GOOD, answer="\\frac{" * 21 + "1" + "}" * 21)), "answer nests braces 21 levels deep (over 20)",
+     "bad_answer"),
+    (json.dumps(dict(GOOD, answer="\\boxed{5")), "answer has an unbalanced '{'", "bad_answer"),
+    (json.dumps(dict(GOOD, answer="\\boxed{5}")), "answer contains \\boxed{} (give the bare answer)", "bad_answer"),
 ]
 
 
@@ -68,7 +75,7 @@ def test_every_bad_row_is_reported_with_file_and_row(tmp_path, monkeypatch, capl
     for _, _, kind in BAD_LINES:
         kinds[kind] = kinds.get(kind, 0) + 1
     assert dict(ds.report.skipped) == kinds
-    summary = [m for m in caplog.messages if "skipped 11 bad rows, kept 2" in m]
+    summary = [m for m in caplog.messages if f"skipped {len(BAD_LINES)} bad rows, kept 2" in m]
     assert len(summary) == 1 and "missing_field: 2" in summary[0] and "bad_json: 1" in summary[0]
     assert sum(m.endswith("(skipped)") for m in caplog.messages) == 10  # the first 10 one by one, then the count
 
@@ -156,3 +163,12 @@ def _assets():
     from prefix_rft_megatron.data import ASSETS_DIR
 
     return str(ASSETS_DIR) + "/"
+
+
+def test_a_directory_or_a_fake_parquet_file_is_named(tmp_path, tokenizer):
+    (tmp_path / "d.jsonl").mkdir()
+    with pytest.raises(FileNotFoundError, match="d.jsonl: is a directory, not a data file"):
+        PromptDataset.from_files([str(tmp_path / "d.jsonl")], CFG, tokenizer)
+    (tmp_path / "fake.parquet").write_text("not parquet at all")
+    with pytest.raises(ValueError, match="fake.parquet: not a readable Parquet file"):
+        PromptDataset.from_files([str(tmp_path / "fake.parquet")], CFG, tokenizer)

@@ -204,3 +204,24 @@ def test_workers_die_when_the_owner_is_sigkilled(start_method, busy, spoof):
         for p in pids:  # only the processes this test started
             if _running(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_a_pathological_gold_answer_costs_at_most_two_time_limits_per_batch():
+    """A gold answer that math-verify cannot compare in time (a power tower: the parse is fast, the comparison
+    evaluates it) times out twice, then the rest of its rollouts score 0 at once; other problems are unaffected.
+    (Huge, unbalanced or deeply nested gold answers are refused at load time: tests/data.)"""
+    import time
+
+    from prefix_rft_megatron.reward.config import RewardConfig
+    from prefix_rft_megatron.reward.pool import RewardScorer
+
+    tower = "9^{9^{9^{9^{9}}}}"
+    with RewardScorer(RewardConfig(num_workers=2, timeout_s=1.0, start_method="fork")) as scorer:
+        scorer.score(["\\boxed{2}"], ["2"])  # workers started
+        t0 = time.monotonic()
+        results = scorer.score(["\\boxed{1}"] * 8 + ["\\boxed{2}"], [tower] * 8 + ["2"])
+        elapsed = time.monotonic() - t0
+    assert [r.correct for r in results] == [False] * 8 + [True]
+    assert all(r.timed_out for r in results[:8])
+    assert sum("timed out before" in (r.error or "") for r in results[:8]) >= 6  # not verified: no time spent
+    assert elapsed < 3.0, elapsed  # two 1 s limits (on two workers) and worker restarts, not eight limits
