@@ -12,3 +12,36 @@ def train_args(policy, out, steps, **extra):
     }
     args.update({k: str(v) for k, v in extra.items()})
     return [f"{k}={v}" for k, v in args.items()]
+
+
+def train_cmd(args):
+    import sys
+
+    return [sys.executable, "-m", "prefix_rft_megatron.cli", "train", *args]
+
+
+def run_train(args, timeout=600, env_extra=None):
+    """(rc, stdout, stderr lines) of a `prefix-rft train` process."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    proc = subprocess.run(train_cmd(args), capture_output=True, text=True, timeout=timeout, env=env)
+    return proc.returncode, proc.stdout, proc.stderr.splitlines()
+
+
+def error_lines(stderr_lines):
+    return [line for line in stderr_lines if line.startswith("error:")]
+
+
+TIMING = ("time/", "throughput/", "weight_sync/seconds", "weight_sync/gb_per_s")
+
+
+def read_run_metrics(out_dir):
+    """metrics.jsonl without timings (what two runs of the same steps must agree on)."""
+    import json
+    from pathlib import Path
+
+    path = Path(out_dir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]

@@ -104,11 +104,11 @@ def convert_hf_to_megatron(hf_dir: str | Path, out_dir: str | Path, tp: int = 1,
         raise ArchError(f"{hf_dir}: checkpoint lacks {len(missing)} tensors the config implies, e.g. {missing[0]!r}")
     padded = arch.padded_vocab_size(tp, make_vocab_size_divisible_by)
     with atomic_output_dir(out_dir, overwrite) as tmp:
-        bar = tqdm(total=0, unit="B", unit_scale=True, desc="hf->megatron", disable=not progress)
-        chunks = plan_chunks(arch, hf, padded, dtype, on_chunk=lambda t: bar.update(t.numel() * t.element_size()))
-        bar.total = sum(_numel(c.sizes) * c.dtype.itemsize for c in chunks)
-        write_checkpoint(tmp, chunks, extra_state_objects(arch))
-        bar.close()
+        with tqdm(total=0, unit="B", unit_scale=True, desc="hf->megatron", disable=not progress) as bar:  # closed
+            # also on an error, so that the error's line starts a line of its own
+            chunks = plan_chunks(arch, hf, padded, dtype, on_chunk=lambda t: bar.update(t.numel() * t.element_size()))
+            bar.total = sum(_numel(c.sizes) * c.dtype.itemsize for c in chunks)
+            write_checkpoint(tmp, chunks, extra_state_objects(arch))
         (tmp / HF_SUBDIR).mkdir()
         copy_side_files(hf_dir, tmp / HF_SUBDIR)
         meta = {

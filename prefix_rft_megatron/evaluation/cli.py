@@ -104,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("config", nargs="*", help="CONFIG.yaml files and key=value overrides")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
 
+    from safetensors import SafetensorError
+
     from prefix_rft_megatron.config import ConfigError
     from prefix_rft_megatron.data.tokenizer import load_tokenizer
     from prefix_rft_megatron.evaluation.evaluator import evaluate
@@ -119,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"eval: --hf-dir {hf_dir}: no config.json")
         tokenizer = load_tokenizer(args.tokenizer or _tokenizer_dir(hf_dir, cfg))
         engine = build_eval_engine(cfg, str(hf_dir))
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, OSError, ValueError, KeyError, SafetensorError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     try:
         results = evaluate(engine, tokenizer, args.bench or ecfg.benchmarks, ecfg, cfg.data, cfg.reward,

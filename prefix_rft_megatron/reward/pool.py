@@ -17,6 +17,7 @@ import collections
 import logging
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_any
@@ -72,6 +73,9 @@ def _drop_forkserver_liveness_fd() -> None:
 
 def _worker_main(conn, cfg: RewardConfig, owner: int | None = None) -> None:
     die_with_parent(owner)
+    # Ctrl-C reaches the whole process group: the trainer stops (and this worker with it), the worker does not
+    # print a KeyboardInterrupt traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cfg.start_method == "forkserver":
         _drop_forkserver_liveness_fd()
     _quiet_math_verify()

@@ -25,6 +25,7 @@ space, any layout.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+from torch.distributed.checkpoint.api import CheckpointException
 
 from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
 from prefix_rft_megatron.model.builder import unwrap_model
@@ -159,6 +161,18 @@ def _fully_reshardable_load_keeps_step(optimizer):
             del opt._set_main_param_and_optimizer_states
 
 
+def read_sharded(request: dict, path: Path) -> dict:
+    """dist_checkpointing.load, with a damaged checkpoint (a truncated or missing shard file) reported in one line."""
+    try:
+        return dist_checkpointing.load(request, str(path))
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - CheckpointException is a BaseException
+        last = [line for line in str(e).strip().splitlines() if line.strip()]
+        raise CheckpointLayoutError(
+            f"{path}: cannot be read, a file of it is damaged or missing ({type(e).__name__}: "
+            f"{last[-1][:160] if last else ''}); point checkpoints/latest at an earlier checkpoint, or start over with "
+            "checkpoint.overwrite=true") from None
+
+
 class CheckpointManager:
     def __init__(self, root: str | Path, keep_last: int = 3, optimizer_format: str = "fully_reshardable"):
         if optimizer_format not in OPTIMIZER_FORMATS:
@@ -224,7 +238,10 @@ class CheckpointManager:
                           **_current_layout()},
         }
         # megatron's torch_dist save (minus its Manager process) into step_N.partial, renamed when all ranks are done
-        final = save_sharded_atomically(state, self.root / name, self.root / f"{name}.partial", _test_save_delay)
+        try:
+            final = save_sharded_atomically(state, self.root / name, self.root / f"{name}.partial", _test_save_delay)
+        except (Exception, CheckpointException) as e:  # noqa: BLE001 - CheckpointException is a BaseException
+            raise self._write_failure(name, e) from None
         if _is_rank0():
             pointer_tmp = self.root / "latest.tmp"
             pointer_tmp.write_text(name)
@@ -232,6 +249,21 @@ class CheckpointManager:
             self._prune()
         _barrier()
         return final
+
+    def _write_failure(self, name: str, error: BaseException) -> OSError:
+        """One OSError for a save that failed (megatron reports a full disk as a worker failure with torch.save's
+        'unexpected pos'): ENOSPC when the disk is (nearly) full, EIO otherwise; the torn .partial is removed."""
+        if _is_rank0():
+            shutil.rmtree(self.root / f"{name}.partial", ignore_errors=True)
+        done = self.complete()
+        usage = shutil.disk_usage(self.root)
+        previous = sum(f.stat().st_size for f in done[-1].rglob("*") if f.is_file()) if done else 0
+        if usage.free < max(previous, 64 * 2**20):
+            return OSError(errno.ENOSPC, f"writing checkpoint {name} ran out of disk space ({usage.free / 2**20:.0f} "
+                                         f"MiB free in {self.root})")
+        first = str(error).strip().splitlines()
+        return OSError(errno.EIO, f"writing checkpoint {name} failed ({type(error).__name__}: "
+                                  f"{first[-1][:200] if first else ''})")
 
     def load(self, path: Path, model, optimizer, vocab_size: int | None = None) -> dict:
         """Collective: loads model and optimizer in place at this run's TP/PP/DP, returns the common state.
@@ -261,7 +293,7 @@ class CheckpointManager:
         request = {"model": model_sd,
                    "optimizer": optimizer.sharded_state_dict(model_sd, is_loading=True, metadata=metadata)}
         with torch.no_grad():  # distributed-optimizer state is copied into parameters' shards in place
-            state = dist_checkpointing.load(request, str(path))
+            state = read_sharded(request, path)
             module.load_state_dict(state.pop("model"), strict=False)
             with _fully_reshardable_load_keeps_step(optimizer):
                 optimizer.load_state_dict(state.pop("optimizer"))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 # OS errors a user's machine causes (a full or read-only disk, a quota, permissions): one line, not a traceback
 USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
-               errno.EISDIR)
+               errno.EISDIR, errno.EIO)
 
 
 class StopTraining(BaseException):
@@ -48,6 +48,8 @@ def configure_logging(level: str = "INFO") -> None:
                     ".*TypedStorage is deprecated.*", ".*`torch_dtype` is deprecated.*"):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("megatron").setLevel(logging.WARNING)  # its INFO dumps whole configs and parameter lists
+    # a failed checkpoint write is reported by the trainer in one line (checkpoint.CheckpointManager._write_failure)
+    logging.getLogger("megatron.core.dist_checkpointing.strategies.filesystem_async").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", module="torch.distributed.checkpoint")
     warnings.filterwarnings("ignore", module="megatron.core.dist_checkpointing")
 
@@ -78,7 +80,7 @@ def _describe(e: BaseException) -> str | None:
         return f"a safetensors file could not be read (truncated or not safetensors): {e}"
     if isinstance(e, OSError) and e.errno in USER_ERRNOS:
         where = f" ({e.filename})" if e.filename else ""
-        return f"{e.strerror or e}{where}"
+        return f"{e.strerror or e}{where}" if e.strerror else str(e)
     if isinstance(e, _user_error_types()):
         return str(e)
     return None
