@@ -25,7 +25,12 @@ from prefix_rft_megatron.algo.loss import (
     reduce_metrics,
     token_losses,
 )
-from prefix_rft_megatron.algo.prefix_mask import apply_prefix_keep, batch_threshold, prefix_keep_masks
+from prefix_rft_megatron.algo.prefix_mask import (
+    apply_prefix_keep,
+    batch_threshold,
+    keep_masks_for_rows,
+    prefix_keep_masks,
+)
 from prefix_rft_megatron.algo.schedule import draw_prefix_fraction, low_bound, prefix_length, sample_prefix_lengths
 from prefix_rft_megatron.algo.token_stats import vocab_parallel_token_stats
 
@@ -34,7 +39,7 @@ __all__ = [
     "MaskSelection", "PrefixMaskConfig", "PrefixScheduleConfig", "ScheduleKind",
     "SequenceAdvantages", "group_advantages", "token_advantages",
     "LossInputs", "kl_penalty", "make_loss_func", "make_recompute_func", "reduce_metrics", "token_losses",
-    "apply_prefix_keep", "batch_threshold", "prefix_keep_masks",
+    "apply_prefix_keep", "batch_threshold", "keep_masks_for_rows", "prefix_keep_masks",
     "draw_prefix_fraction", "low_bound", "prefix_length", "sample_prefix_lengths",
     "vocab_parallel_token_stats",
 ]

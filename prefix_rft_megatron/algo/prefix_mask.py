@@ -30,8 +30,11 @@ _STREAM_RANDOM_MASK = 0x4D41_534B  # "MASK": separate from the prefix-length str
 
 
 def kept_count(rho: float, n: int) -> int:
-    """k = ceil(rho * n), computed so that e.g. 0.2 * 15 counts 3, not 4 (float round-off above an integer)."""
-    return min(n, math.ceil(round(rho * n, 6)))
+    """k = ceil(rho * n), computed so that e.g. 0.2 * 15 counts 3, not 4 (float round-off above an integer), and at
+    least 1 when n > 0 (prefix-rft.md section 4: a tiny rho still keeps the top token rather than none)."""
+    if n == 0:
+        return 0
+    return min(n, max(1, math.ceil(round(rho * n, 6))))
 
 
 def selection_scores(
@@ -149,6 +152,29 @@ def prefix_keep_masks(
         tau = batch_threshold(local, cfg.rho, group)
         return [keep_by_threshold(s, m, tau) for s, m in zip(scores, masks)]
     return [keep_by_threshold(s, m, _threshold(s[m], cfg.rho)) for s, m in zip(scores, masks)]
+
+
+def keep_masks_for_rows(
+    entropy: torch.Tensor,
+    prefix_mask: torch.Tensor,
+    micro_batches: Sequence[Sequence[int]],
+    cfg: PrefixMaskConfig,
+    seed: int = 0,
+    step: int = 0,
+    sample_index: torch.Tensor | None = None,
+    group=None,
+) -> torch.Tensor:
+    """The kept-prefix mask [N, S] of this rank's rows, given as [N, S] tensors and the rows of each micro-batch
+    (`micro_batches`, row indices into them, as the trainer runs them). `scope: microbatch` ranks each micro-batch's
+    prefix tokens together; `scope: batch` all of them (and all DP ranks'). Rows in no micro-batch keep nothing."""
+    groups = [list(rows) for rows in micro_batches]
+    masks = prefix_keep_masks(
+        [entropy[rows] for rows in groups], [prefix_mask[rows] for rows in groups], cfg, seed=seed, step=step,
+        sample_indices=None if sample_index is None else [sample_index[rows] for rows in groups], group=group)
+    keep = torch.zeros_like(prefix_mask, dtype=torch.bool)
+    for rows, k in zip(groups, masks):
+        keep[rows] = k
+    return keep
 
 
 def apply_prefix_keep(advantages: torch.Tensor, prefix_mask: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:

@@ -327,17 +327,18 @@ class Trainer:
         return logprobs, entropy
 
     def prefix_mask(self, batch, advantages, entropy, step):
-        """Keep the top-rho prefix tokens by entropy (threshold over the whole step batch, all DP ranks)."""
+        """Keep the top-rho prefix tokens by entropy (threshold over the whole step batch and all DP ranks, or per
+        micro-batch as the update runs them with `scope: microbatch`)."""
         if not parallel_state.is_pipeline_last_stage():
             return advantages, None
-        rows = [r for mini in self._rank_rows() for r in mini]
-        keep_list = algo.prefix_keep_masks(
-            [entropy[r][None] for r in rows], [batch.prefix_mask[r][None] for r in rows], self.cfg.algorithm.prefix_mask,
-            seed=self.cfg.algorithm.seed, step=step, sample_indices=[batch.sample_index[r][None] for r in rows],
-            group=parallel_state.get_data_parallel_group())
-        keep = torch.zeros_like(batch.prefix_mask)
-        for r, k in zip(rows, keep_list):
-            keep[r] = k[0]
+        micro = [mb for rows in self._rank_rows() for mb in self._micro_batches(rows)]
+        rows = [r for mb in micro for r in mb]
+        ent = torch.zeros_like(batch.prefix_mask, dtype=torch.float32)
+        for r in rows:
+            ent[r] = entropy[r]
+        keep = algo.keep_masks_for_rows(ent, batch.prefix_mask, micro, self.cfg.algorithm.prefix_mask,
+                                        seed=self.cfg.algorithm.seed, step=step, sample_index=batch.sample_index,
+                                        group=parallel_state.get_data_parallel_group())
         if self.algo_name == AlgorithmName.PREFIX_RFT:
             advantages = algo.apply_prefix_keep(advantages, batch.prefix_mask, keep)
         return advantages, keep

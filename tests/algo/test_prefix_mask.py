@@ -94,3 +94,49 @@ def test_apply_prefix_keep_zeroes_only_dropped_prefix_tokens():
 def test_kept_set_independent_of_tp_dp_and_microbatching(algo_dist):
     """tests/dist_scripts/algo_prefix_mask_layout.py: TP=2 and DP=2 x micro-batch 1/2/4 vs TP=1, DP=1, one batch."""
     assert algo_dist.two_ranks.count("prefix keep set identical across layouts: OK") == 2
+
+
+def _per_microbatch_reference(entropy, prefix, micro_batches, rho):
+    """Python loop: for each micro-batch, list its rows' prefix-token entropies, keep those >= the k-th largest."""
+    keep = [[False] * entropy.shape[1] for _ in range(entropy.shape[0])]
+    for rows in micro_batches:
+        scores = sorted((float(entropy[r, t]) for r in rows for t in range(entropy.shape[1]) if prefix[r, t]),
+                        reverse=True)
+        if not scores:
+            continue
+        tau = scores[kept_count(rho, len(scores)) - 1]
+        for r in rows:
+            for t in range(entropy.shape[1]):
+                keep[r][t] = bool(prefix[r, t]) and float(entropy[r, t]) >= tau
+    return torch.tensor(keep)
+
+
+def test_microbatch_scope_ranks_the_rows_of_a_microbatch_together():
+    """The trainer's rows as it runs them: two rows in one micro-batch, entropies 5.1-5.5 and 0.1-0.5, rho 0.2:
+    the micro-batch rule keeps the 2 highest of its 10 prefix tokens, both in the first row (ranking each row on its
+    own, the bug this guards against, kept one of each)."""
+    from prefix_rft_megatron.algo.prefix_mask import keep_masks_for_rows
+
+    entropy = torch.tensor([[5.1, 5.2, 5.3, 5.4, 5.5], [0.1, 0.2, 0.3, 0.4, 0.5]])
+    prefix = torch.ones_like(entropy, dtype=torch.bool)
+    cfg = PrefixMaskConfig(rho=0.2, scope=MaskScope.MICROBATCH)
+    keep = keep_masks_for_rows(entropy, prefix, [[0, 1]], cfg)
+    assert keep.tolist() == [[False, False, False, True, True], [False] * 5]
+    assert torch.equal(keep, _per_microbatch_reference(entropy, prefix, [[0, 1]], 0.2))
+    # random micro-batch plans over a larger batch: equal to the reference, and batch scope ignores the plan
+    g = torch.Generator().manual_seed(3)
+    entropy, prefix = torch.rand(12, 9, generator=g) * 3, torch.rand(12, 9, generator=g) < 0.5
+    plans = [[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]], [[5, 0], [3, 1, 11], [2, 4, 6, 7, 8, 9, 10]]]
+    for plan in plans:
+        assert torch.equal(keep_masks_for_rows(entropy, prefix, plan, cfg),
+                           _per_microbatch_reference(entropy, prefix, plan, 0.2))
+    batch_cfg = PrefixMaskConfig(rho=0.2)
+    assert torch.equal(keep_masks_for_rows(entropy, prefix, plans[0], batch_cfg),
+                       keep_masks_for_rows(entropy, prefix, plans[1], batch_cfg))
+
+
+def test_a_tiny_rho_still_keeps_the_top_token():
+    h = torch.tensor([[0.3, 2.0, 1.0, 0.5]])
+    keep = prefix_keep_masks([h], [torch.ones_like(h, dtype=torch.bool)], PrefixMaskConfig(rho=1e-9))[0]
+    assert keep.tolist() == [[False, True, False, False]]
+    assert kept_count(1e-9, 0) == 0
