@@ -178,10 +178,10 @@ class AlgorithmConfig:
         if self.temperature <= 0:
             raise ValueError(f"algorithm.temperature must be > 0 (got {self.temperature})")
         if self.name == AlgorithmName.RFT and self.num_prefixed != 0:
-            raise ValueError(f"algorithm.name=rft runs on-policy only: set algo.num_prefixed=0 (got {self.num_prefixed})")
+            raise ValueError(f"algorithm.name=rft runs on-policy only: set algorithm.num_prefixed=0 (got {self.num_prefixed})")
         if self.name in (AlgorithmName.PREFIX_RFT, AlgorithmName.LUFFY):
             if self.num_prefixed < 1:
-                raise ValueError(f"algorithm.name={self.name.value} needs algo.num_prefixed >= 1")
+                raise ValueError(f"algorithm.name={self.name.value} needs algorithm.num_prefixed >= 1")
             if self.name == AlgorithmName.PREFIX_RFT and self.num_prefixed >= self.group_size:
                 raise ValueError(
                     "algorithm.name=prefix_rft needs at least one on-policy rollout per group for the baseline "
