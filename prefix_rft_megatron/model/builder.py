@@ -43,6 +43,25 @@ def fused_backends() -> dict[str, bool]:
     return found
 
 
+def fused_paths_line(use_te: bool) -> str:
+    """The one line that says which fused paths this process uses (megatron's own import warnings are silenced)."""
+    from prefix_rft_megatron.train.optim import _ADAM_NAMES, adam_implementation
+
+    b = fused_backends()
+    if use_te:
+        layers = "Transformer Engine layers (fused linear+norm, fused attention)"
+    else:
+        layers = "local layer spec (torch RMSNorm, torch SDPA attention)"
+    if b["cuda"]:
+        flash = "yes" if torch.backends.cuda.flash_sdp_enabled() else "no"
+    else:
+        flash = "no (CPU: SDPA's CPU kernels)"
+    adam = adam_implementation()
+    return (f"fused paths: {layers}; Transformer Engine {'yes' if b['transformer_engine'] else 'no'}, apex "
+            f"{'yes' if b['apex'] else 'no'}, fused Adam {'no' if adam == 'torch' else 'yes'} ({_ADAM_NAMES[adam]}), "
+            f"flash attention {flash}, CUDA {'yes' if b['cuda'] else 'no'}")
+
+
 def choose_layer_spec(config: TransformerConfig, use_te: bool | None = None):
     """Transformer Engine spec if asked for or (by default) available with CUDA; else the local spec with torch SDPA
     attention and an RMSNorm that supports sequence parallelism (`model.norm`), as a block spec for this stage."""
@@ -55,17 +74,13 @@ def choose_layer_spec(config: TransformerConfig, use_te: bool | None = None):
     if use_te:
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
-        _log_once("model: Transformer Engine layer spec (fused TE linear/norm/attention)")
+        _log_once(fused_paths_line(use_te=True))
         return get_gpt_layer_with_transformer_engine_spec()
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = SDPACoreAttention
     spec.submodules.input_layernorm = RMSNorm
     spec.submodules.pre_mlp_layernorm = RMSNorm
-    _log_once(
-        "model: local layer spec with torch SDPA attention and torch RMSNorm "
-        f"(transformer_engine={'yes' if backends['transformer_engine'] else 'no'}, "
-        f"apex={'yes' if backends['apex'] else 'no'}, cuda={'yes' if backends['cuda'] else 'no'})"
-    )
+    _log_once(fused_paths_line(use_te=False))
     # the final norm comes from the block spec (a bare layer spec would get megatron's own, which refuses SP)
     return TransformerBlockSubmodules(layer_specs=[spec] * get_num_layers_to_build(config), layer_norm=RMSNorm)
 

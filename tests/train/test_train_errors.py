@@ -45,6 +45,9 @@ def test_bad_rows_warn_by_default_and_train(tiny_policy, tmp_path):
     log = out + "\n".join(err)
     assert rc == 0, log[-3000:]
     assert "train.jsonl row 4" in log and "train.jsonl row 6" in log and "answer" in log
+    # one line says which fused paths are active; megatron-core's six import warnings about them are silenced
+    assert log.count("fused paths: local layer spec") == 1 and "fused Adam no (torch.optim.AdamW)" in log
+    assert "not installed" not in log and "UserWarning" not in log, log[-3000:]
     assert (tmp_path / "o" / "checkpoints" / "step_000001").is_dir()
 
 
