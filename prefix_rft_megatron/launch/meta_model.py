@@ -24,9 +24,9 @@ def stage_param_counts(arch_dict: dict, tp: int, pp: int, make_vocab_size_divisi
     from prefix_rft_megatron.model.arch import ModelArch
     from prefix_rft_megatron.model.builder import build_gpt_model
 
-    from prefix_rft_megatron.parallel import cpu_shims
+    from prefix_rft_megatron.compat import cpu
 
-    cpu_shims.install()  # model set-up calls .cuda() (tied embeddings over PP); a no-op where CUDA exists
+    cpu.install()  # model set-up calls .cuda() (tied embeddings over PP); a no-op where CUDA exists
     arch = ModelArch.from_dict(arch_dict)
     counts = []
     for stage in range(pp):

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
+from prefix_rft_megatron.compat import nemo_run as nemo_run_private
 from prefix_rft_megatron.launch.config import LaunchConfig, nccl_env
 
 CLI_MODULE = "prefix_rft_megatron.cli"
@@ -161,8 +162,8 @@ def launch(lc: LaunchConfig, tail_logs: bool = False, script=None, executor=None
     except Exception as e:  # noqa: BLE001 - e.g. sacct unreachable right after a detached submission
         status = {name: {"status": f"UNKNOWN ({type(e).__name__}: {e})"}}
     task = status.get(name, {})
-    return {"experiment_id": exp._id, "experiment_dir": exp._exp_dir, "status": str(task.get("status", "")),
-            "job_dir": task.get("local_dir", "")}
+    return {"experiment_id": nemo_run_private.experiment_id(exp), "experiment_dir": nemo_run_private.experiment_dir(exp),
+            "status": str(task.get("status", "")), "job_dir": task.get("local_dir", "")}
 
 
 def local_logs(job_dir: str, name: str = TASK_NAME) -> Tuple[str, str]:
@@ -185,9 +186,9 @@ def dryrun(lc: LaunchConfig, keep: bool = False, script=None, executor=None,
     with _experiment(lc) as exp:
         exp.add(script or train_script(lc), executor=executor or build_executor(lc), name=name)
         exp.dryrun(log=False, delete_exp_dir=False)
-        exp_dir = exp._exp_dir
-        role = exp.jobs[0]._dryrun_info._app.roles[0]
-    out: Dict[str, str] = {"command": " ".join(shlex.quote(a) for a in [role.entrypoint, *role.args]),
+        exp_dir = nemo_run_private.experiment_dir(exp)
+        command = nemo_run_private.dryrun_command(exp)
+    out: Dict[str, str] = {"command": " ".join(shlex.quote(a) for a in command),
                            "experiment_dir": exp_dir if keep else ""}
     try:
         sbatch = Path(exp_dir, f"{name}_sbatch.sh")

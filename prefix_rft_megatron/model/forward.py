@@ -7,6 +7,8 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
+from prefix_rft_megatron.compat import cpu
+
 
 def forward_full_logits(model, tokens: torch.Tensor, vocab_size: int, micro_batch_size: int | None = None):
     """Logits over the true vocabulary for `tokens` [b, s]: a [b, s, V] tensor on the last PP stage, else None.
@@ -20,8 +22,7 @@ def forward_full_logits(model, tokens: torch.Tensor, vocab_size: int, micro_batc
     micro = list(tokens.to(device).split(mbs))
     out: list[torch.Tensor] = []
     config = model.config
-    if not torch.cuda.is_available():
-        config.batch_p2p_comm = False  # gloo has no coalesced batch_isend_irecv
+    cpu.configure(config)
 
     def step(data_iter, model):
         t = next(data_iter)

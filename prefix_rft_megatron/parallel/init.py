@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from prefix_rft_megatron.parallel import cpu_shims
+from prefix_rft_megatron.compat import cpu
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def init_distributed(backend: str | None = None, timeout_minutes: int = 30) -> N
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     else:
-        cpu_shims.install()
+        cpu.install()
     import datetime
 
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))

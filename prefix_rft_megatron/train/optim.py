@@ -23,6 +23,8 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
+from prefix_rft_megatron.compat import cpu
+
 logger = logging.getLogger(__name__)
 
 
@@ -73,8 +75,7 @@ def wrap_ddp(
     if overlap_grad_reduce:
         config.no_sync_func = ddp.no_sync
         config.grad_sync_func = ddp.start_grad_sync
-    if not torch.cuda.is_available():
-        config.batch_p2p_comm = False  # gloo has no coalesced batch_isend_irecv
+    cpu.configure(config)
     ddp.broadcast_params()
     return ddp
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from prefix_rft_megatron.convert.hf_to_megatron import convert_hf_to_megatron
-from prefix_rft_megatron.model.arch import ArchError, ModelArch
+from prefix_rft_megatron.model.arch import ArchError
 from prefix_rft_megatron.model.tiny import save_tiny_hf_model
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]

@@ -18,6 +18,8 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 from transformers import AutoModelForCausalLM
 
+from prefix_rft_megatron.compat import cpu
+
 from prefix_rft_megatron.model import ModelArch, build_gpt_model
 from prefix_rft_megatron.model.load import load_model_weights
 from prefix_rft_megatron.parallel.init import destroy_parallel, initialize_parallel
@@ -34,7 +36,7 @@ def main(hf_dir, ckpt, tp, pp, out_dir):
     load_model_weights(model, ckpt)
     ddp = DistributedDataParallel(model.config, DistributedDataParallelConfig(), model)
     model.config.finalize_model_grads_func = finalize_model_grads
-    model.config.batch_p2p_comm = False  # gloo has no coalesced batch_isend_irecv
+    cpu.configure(model.config)
 
     g = torch.Generator().manual_seed(0)
     batch, seq, n_micro = 2, 12, 2

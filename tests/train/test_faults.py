@@ -6,14 +6,12 @@ The uninterrupted reference run (3 steps) is made once; a run that was interrupt
 same metrics (every value but timings: CPU runs are deterministic here).
 """
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest

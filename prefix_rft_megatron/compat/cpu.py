@@ -5,7 +5,10 @@ megatron-core 0.16 hard-codes CUDA in places that are about bookkeeping, not com
 and checkpoint exchange, `.cuda()` copies, `tensor.type() == 'torch.cuda.FloatTensor'` checks, CUDA streams.
 On a CPU-only torch each of those raises. `install()` maps them onto the CPU. It runs only when
 `torch.cuda.is_available()` is false (from `parallel.init`), so the GPU path never sees any of it, and every shim
-is in this file. The megatron modules patched are listed in `_CUDA_HARDCODED_MODULES`.
+is in this file. The megatron modules patched are listed in `_CUDA_HARDCODED_MODULES`. Written for megatron-core
+0.16 (checked at import). gloo also lacks the coalesced batch_isend_irecv of the pipeline schedules: `configure`
+turns it off on a model's config. Sequence parallelism's all-gather / reduce-scatter run on gloo as they are
+(torch 2.13's gloo has both).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import types
 
 import torch
 
+from prefix_rft_megatron.compat import require
+
+require("megatron-core")
 logger = logging.getLogger(__name__)
 _INSTALLED = False
 
@@ -116,4 +122,10 @@ def install() -> None:
         module = importlib.import_module(name)
         if getattr(module, "torch", None) is torch:
             module.torch = proxy
-    logger.info("cpu_shims: CUDA absent; megatron-core device/RNG/stream calls mapped to CPU")
+    logger.info("compat.cpu: CUDA absent; megatron-core device/RNG/stream calls mapped to CPU")
+
+
+def configure(config) -> None:
+    """CPU settings of a model's TransformerConfig (no-op with CUDA): gloo has no coalesced batch_isend_irecv."""
+    if not torch.cuda.is_available():
+        config.batch_p2p_comm = False
