@@ -45,3 +45,16 @@ def read_run_metrics(out_dir):
     path = Path(out_dir) / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
     return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
+
+
+def wait_for(predicate, proc, timeout=300):
+    """Poll `predicate` while the process `proc` runs (it must not end first)."""
+    import time
+
+    t0 = time.time()
+    while not predicate():
+        if proc.poll() is not None:
+            stream = proc.stderr if proc.stderr is not None else proc.stdout
+            raise AssertionError(f"the run ended before the point waited for:\n{(stream.read() if stream else '')[-3000:]}")
+        assert time.time() - t0 < timeout, "timed out waiting"
+        time.sleep(0.02)

@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 
-from train_runs import error_lines, read_run_metrics, run_train, train_args, train_cmd
+from train_runs import error_lines, read_run_metrics, run_train, train_args, train_cmd, wait_for
 
 STEPS = 3
 
@@ -44,14 +44,6 @@ def reference(tiny_policy, tmp_path_factory):
 def start(args, env_extra=None, **kw):
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
     return subprocess.Popen(train_cmd(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def wait_for(predicate, proc, timeout=300):
-    t0 = time.time()
-    while not predicate():
-        assert proc.poll() is None, f"ended early: {proc.stderr.read()[-3000:]}"
-        assert time.time() - t0 < timeout, "timed out"
-        time.sleep(0.05)
 
 
 def no_descendant_left(descendants, grace_s=15.0):
@@ -249,3 +241,11 @@ def test_other_commands_one_line(tiny_policy, tmp_path):
     shutil.copytree(out / "checkpoints" / "step_000001", partial)
     rc, _, err = _cli("convert", "megatron-to-hf", "--ckpt", str(partial), "--out", str(tmp_path / "hf"))
     one_line(rc, err, "an incomplete checkpoint")
+    # eval of a checkpoint with a truncated safetensors shard
+    broken = tmp_path / "broken_hf"
+    shutil.copytree(tiny_policy, broken)
+    shard = sorted(broken.glob("*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:64])
+    rc, _, err = _cli("eval", "--hf-dir", str(broken), "--bench", "bundled:math_chain/eval.jsonl", "eval.k=1",
+                      "eval.max_problems=2", "reward.num_workers=0")
+    one_line(rc, err, "")

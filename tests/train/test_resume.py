@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from train_runs import train_args
+from train_runs import train_args, wait_for
 from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
 
 TIMING = ("time/", "throughput/", "weight_sync/seconds", "weight_sync/gb_per_s")
@@ -30,14 +30,6 @@ def run(args):
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     return out
-
-
-def wait_for(predicate, proc, timeout=300):
-    t0 = time.time()
-    while not predicate():
-        assert proc.poll() is None, f"run ended before the kill point:\n{proc.stdout.read()[-3000:]}"
-        assert time.time() - t0 < timeout, "timed out waiting for the kill point"
-        time.sleep(0.02)
 
 
 def sigkill_leaves_no_orphans(proc, grace_s=10.0):
