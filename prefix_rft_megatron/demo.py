@@ -97,10 +97,10 @@ def _seed_overrides(seed: int) -> list[str]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    from prefix_rft_megatron.train.metrics import read_metrics as read_jsonl
+
     path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path) if path.is_file() else []
 
 
 def train(run_dir: Path, overrides: list[str], label: str, threads: int) -> dict:

@@ -16,7 +16,7 @@ layer index as a leading axis. Layouts that differ from HF:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -169,10 +169,3 @@ def merge_tp_shards(rule: ParamRule, shards: Sequence[torch.Tensor]) -> torch.Te
         halves = [torch.chunk(s, 2, dim=0) for s in shards]
         return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=0)
     return torch.cat(list(shards), dim=rule.tp_dim)
-
-
-def iter_hf_tensors_from_full(arch: ModelArch, full: dict[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Convert a dict of full canonical Megatron tensors (per layer: key 'decoder.layers.<i>.<suffix>')."""
-    for name, tensor in full.items():
-        canonical, layer = canonical_param_name(name)
-        yield from to_hf(rule_for(canonical, arch), tensor, arch, layer)

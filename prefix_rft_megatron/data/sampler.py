@@ -29,10 +29,6 @@ class PromptSampler:
         """Epoch of the next prompt."""
         return self.position // self.num_examples
 
-    @property
-    def steps_per_epoch(self) -> float:
-        return self.num_examples / self.batch_size
-
     def permutation(self, epoch: int) -> list[int]:
         """The order of epoch `epoch`: depends on (seed, epoch) only."""
         if epoch != self._perm_epoch:

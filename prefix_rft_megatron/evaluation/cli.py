@@ -13,39 +13,17 @@ servers (`rollout.server_urls`) are evaluated with the weights they hold.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
 from typing import Iterator, List, Sequence, Tuple
 
-EVAL_PREFIX = "eval."
-
-
 def load_configs(files: Sequence[str], overrides: Sequence[str]):
-    """(Config, EvalConfig). Uses the schema's `eval` section when the schema has one; otherwise `eval.*` overrides
-    are applied to a standalone EvalConfig and the rest go to `load_config`."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    """(Config, its `eval` section)."""
+    from prefix_rft_megatron.config import load_config
 
-    from prefix_rft_megatron.config import ConfigError, load_config
-    from prefix_rft_megatron.config.schema import Config
-    from prefix_rft_megatron.evaluation.config import EvalConfig
-
-    if any(f.name == "eval" for f in dataclasses.fields(Config)):
-        cfg = load_config(files, overrides)
-        return cfg, cfg.eval
-    cfg = load_config(files, [o for o in overrides if not o.startswith(EVAL_PREFIX)])
-    ecfg = OmegaConf.structured(EvalConfig)
-    for item in (o for o in overrides if o.startswith(EVAL_PREFIX)):
-        try:
-            ecfg = OmegaConf.merge(ecfg, OmegaConf.from_dotlist([item[len(EVAL_PREFIX):]]))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"config: override {item!r}: {str(e).splitlines()[0]}") from None
-    try:
-        return cfg, OmegaConf.to_object(ecfg)
-    except (ValueError, OmegaConfBaseException) as e:
-        raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+    cfg = load_config(files, overrides)
+    return cfg, cfg.eval
 
 
 def hf_weight_buckets(hf_dir: str | Path, max_bytes: int) -> Iterator[List[Tuple[str, "torch.Tensor"]]]:  # noqa: F821

@@ -92,11 +92,6 @@ class WeightSync:
         self.bucket_bytes = int(bucket_bytes)
         self.role = self._agree_roles(engine is not None)
 
-    @classmethod
-    def from_config(cls, model, arch: ModelArch, rollout_cfg, engine=None) -> "WeightSync":
-        """Bucket bound from `rollout.weight_bucket_mib`."""
-        return cls(model, arch, engine, bucket_bytes=int(rollout_cfg.weight_bucket_mib) * 2**20)
-
     @staticmethod
     def _agree_roles(has_engine: bool) -> _Role:
         tp_rank = parallel_state.get_tensor_model_parallel_rank()

@@ -51,14 +51,6 @@ class SequenceBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def select(self, rows: Sequence[int] | slice) -> "SequenceBatch":
-        idx = rows if isinstance(rows, slice) else torch.as_tensor(list(rows), dtype=torch.long)
-        seqs = self.sequences[rows] if isinstance(rows, slice) else [self.sequences[i] for i in rows]
-        return SequenceBatch(
-            self.input_ids[idx], self.target_ids[idx], self.response_mask[idx], self.prefix_mask[idx],
-            self.sampled_mask[idx], self.rollout_logprobs[idx], self.sample_index[idx], seqs,
-        )
-
 
 def build_batch(seqs: Sequence[TrainSequence], pad_id: int = 0, length: int | None = None,
                 multiple_of: int = 1) -> SequenceBatch:

@@ -106,8 +106,7 @@ def read_sharded(request: dict, path: Path) -> dict:
 
 class CheckpointManager:
     def __init__(self, root: str | Path, keep_last: int = 3, optimizer_format: str = "fully_reshardable"):
-        if optimizer_format not in OPTIMIZER_FORMATS:
-            raise ValueError(f"checkpoint.optimizer_format={optimizer_format!r}: must be one of {OPTIMIZER_FORMATS}")
+        assert optimizer_format in OPTIMIZER_FORMATS, optimizer_format  # CheckpointConfig checks what users set
         self.root = Path(root)
         self.keep_last = keep_last
         self.optimizer_format = optimizer_format

@@ -101,10 +101,8 @@ def build_optimizer(
     the checkpoint's schedule values (lr, warm-up) over the ones passed here. Collective (param groups are agreed on
     by all ranks).
     """
-    if lr <= 0:
-        raise ValueError(f"train.lr={lr}: must be > 0")
-    if warmup_steps < 0:
-        raise ValueError(f"train.lr_warmup_steps={warmup_steps}: must be >= 0")
+    # the user-facing checks are TrainConfig's (config load); here they are invariants of the library call
+    assert lr > 0 and warmup_steps >= 0, f"build_optimizer: lr={lr} must be > 0, warmup_steps={warmup_steps} >= 0"
     for m in ddp_models:
         if m.ddp_config.use_distributed_optimizer != use_distributed_optimizer:
             raise ValueError(

@@ -44,8 +44,9 @@ def test_two_updates_match_adamw(tiny_hf_models, ckpts, variant, tp, pp, dist_op
 
 
 def test_build_optimizer_rejects_bad_lr():
+    """Users get the one-line check of train.lr at config load (tests/config); the library call asserts it."""
     from prefix_rft_megatron.train.optim import build_optimizer
 
-    with pytest.raises(ValueError, match="train.lr"):
+    with pytest.raises(AssertionError, match="lr=0.0 must be > 0"):
         build_optimizer([], lr=0.0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8,
                         grad_clip=1.0, use_distributed_optimizer=False)
