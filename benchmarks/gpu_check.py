@@ -85,7 +85,7 @@ def trainer_steps(work: Path, shape: dict, steps: int, new_tokens: int) -> dict:
             f"algorithm.loss.max_response_tokens={new_tokens}", f"data.max_demo_tokens={new_tokens}",
             "data.train_files=[bundled:math_chain/train.jsonl]", "eval.benchmarks=[]", "checkpoint.save_every=1000",
             "checkpoint.export_hf_at_end=false", "logging.tensorboard=false", "logging.progress=false",
-            "checkpoint.resume=false", "reward.num_workers=1"]
+            "checkpoint.resume=false", "checkpoint.overwrite=true", "reward.num_workers=1"]
     t0 = time.perf_counter()
     # a process of its own: not this one's process group (initialize_parallel put it in the environment)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",

@@ -115,7 +115,8 @@ def train(run_dir: Path, overrides: list[str], label: str, threads: int) -> dict
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "prefix_rft_megatron.cli", "train", _conf(), *overrides,
-           f"logging.output_dir={run_dir}", "checkpoint.resume=false"]
+           f"logging.output_dir={run_dir}", "checkpoint.resume=false",
+           "checkpoint.overwrite=true"]  # a run not recorded as finished with these settings starts over
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     print(f"  {label}: running -> {run_dir}/train.log", flush=True)
     t0 = time.time()

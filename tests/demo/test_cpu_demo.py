@@ -58,3 +58,8 @@ def test_demo_driver_end_to_end_in_miniature(tmp_path):
     # a second invocation reuses the finished runs
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("cached") == 4, again.stdout
+    # a run that did not finish (no done.json, its checkpoints and metrics left) is run again from the start
+    (out / "runs" / "rft_seed1" / "done.json").unlink()
+    third = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and third.stdout.count("cached") == 3, third.stdout[-2000:] + third.stderr[-2000:]
+    assert [m["step"] for m in _rows(out / "runs" / "rft_seed1" / "metrics.jsonl")] == [0, 1]
