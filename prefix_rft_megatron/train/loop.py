@@ -54,7 +54,7 @@ class Trainer:
         self.rank0 = dist.get_rank() == 0
         self.out = Path(cfg.logging.output_dir)
         self._closed = False
-        self.lock = None
+        self.lock = None  # close() releases it; set before acquiring so a failed start can close
         self.lock = _on_rank0(lambda: OutputDirLock(self.out).acquire())  # one trainer per output directory
         self.algo_name = cfg.algorithm.name
         self.G = 1 if self.algo_name == AlgorithmName.SFT else cfg.algorithm.group_size
@@ -219,10 +219,7 @@ class Trainer:
         train_metrics = self.update(batch, advantages, old_logprobs, keep)
         t_train = time.perf_counter()
         if self._offload_engine:
-            # the caching allocator keeps freed activation blocks reserved: hand them back before the engine
-            # takes its memory again (it needs the same amount free as at its start)
-            release_cached_device_memory()
-            self.engine.resume_memory()
+            hand_memory_back(self.engine)
         sync = self.weight_sync.sync(version=step + 1)
         t_sync = time.perf_counter()
         metrics = {
@@ -461,9 +458,12 @@ class Trainer:
             self.lock.release()
 
 
-def release_cached_device_memory() -> None:
+def hand_memory_back(engine) -> None:
+    """After training, before a colocated engine resumes: the caching allocator keeps the step's freed activation
+    blocks reserved, and the engine needs the memory free again that it had at its start; empty the cache first."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    engine.resume_memory()
 
 
 def _on_rank0(fn):
