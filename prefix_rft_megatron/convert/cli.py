@@ -10,11 +10,9 @@ _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 def _fail(err: BaseException) -> int:
-    if isinstance(err, OSError) and err.strerror:
-        err = f"{err.strerror}" + (f": {err.filename}" if err.filename else "")
-    elif type(err).__name__ == "SafetensorError":
-        err = f"a safetensors file could not be read (truncated or not safetensors): {err}"
-    print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+    from prefix_rft_megatron.cli_errors import error_line
+
+    print(f"error: {error_line(err)}", file=sys.stderr)
     return 2
 
 

@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from safetensors import SafetensorError
 
+    from prefix_rft_megatron.cli_errors import error_line
     from prefix_rft_megatron.config import ConfigError
     from prefix_rft_megatron.data.tokenizer import load_tokenizer
     from prefix_rft_megatron.evaluation.evaluator import evaluate
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tokenizer = load_tokenizer(args.tokenizer or _tokenizer_dir(hf_dir, cfg))
         engine = build_eval_engine(cfg, str(hf_dir))
     except (ConfigError, OSError, ValueError, KeyError, SafetensorError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     try:
         results = evaluate(engine, tokenizer, args.bench or ecfg.benchmarks, ecfg, cfg.data, cfg.reward,

@@ -74,15 +74,10 @@ def _user_error_types():
 
 def _describe(e: BaseException) -> str | None:
     """The one line for a user-caused error, None for a bug (which keeps its traceback)."""
-    from safetensors import SafetensorError
+    from prefix_rft_megatron.cli_errors import error_line
 
-    if isinstance(e, SafetensorError):
-        return f"a safetensors file could not be read (truncated or not safetensors): {e}"
-    if isinstance(e, OSError) and e.errno in USER_ERRNOS:
-        where = f" ({e.filename})" if e.filename else ""
-        return f"{e.strerror or e}{where}" if e.strerror else str(e)
-    if isinstance(e, _user_error_types()):
-        return str(e)
+    if (isinstance(e, OSError) and e.errno in USER_ERRNOS) or isinstance(e, _user_error_types()):
+        return error_line(e)
     return None
 
 

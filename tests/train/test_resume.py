@@ -2,7 +2,6 @@
 uninterrupted run ends (every metric but timings, and every weight, bit for bit). Nothing the killed trainer started
 outlives it."""
 
-import json
 import os
 import signal
 import subprocess
@@ -13,10 +12,9 @@ from pathlib import Path
 import psutil
 import torch
 
-from train_runs import train_args, wait_for
+from train_runs import read_run_metrics, train_args, wait_for
 from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
 
-TIMING = ("time/", "throughput/", "weight_sync/seconds", "weight_sync/gb_per_s")
 
 
 def start(args, env_extra=None):
@@ -67,8 +65,7 @@ def sigkill_leaves_no_orphans(proc, grace_s=10.0):
 
 
 def metrics(out_dir):
-    rows = [json.loads(l) for l in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
+    return read_run_metrics(out_dir)
 
 
 def final_weights(out_dir, step):
