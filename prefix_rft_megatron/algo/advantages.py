@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prefix_rft_megatron.algo.config import AlgorithmName, ContinuationBaseline
+from prefix_rft_megatron.algo.spec import Baseline
 
 
 @dataclass
@@ -29,19 +29,20 @@ def group_advantages(
     rewards: torch.Tensor,
     group_ids: torch.Tensor,
     from_demo: torch.Tensor,
-    algorithm: AlgorithmName = AlgorithmName.PREFIX_RFT,
-    continuation_baseline: ContinuationBaseline = ContinuationBaseline.ON_POLICY_MEAN,
+    baseline: Baseline = Baseline.ON_POLICY_MEAN,
+    raw_continuation_reward: bool = False,
 ) -> SequenceAdvantages:
     """Dr. GRPO advantages for a batch of groups.
 
     rewards:   [N] float rewards (0/1 for math-verify).
     group_ids: [N] int, the prompt each rollout belongs to (any labels; groups need not be contiguous).
-    from_demo: [N] bool, True for a prefixed rollout (prefix_rft) or the demonstration itself (luffy).
+    from_demo: [N] bool, True for a member made from the demonstration (a prefixed rollout, whatever its prefix
+               length, or the demonstration itself).
 
-    prefix_rft / rft: baseline = mean of the group's on-policy rewards, for every member of the group; with
-      `continuation_baseline=none` a prefixed rollout's generated tokens get the raw reward instead (reference quirk).
-    luffy: the demonstration is one more member of the group: baseline = mean over all members.
-    sft: advantages are unused by the loss; returned as zeros.
+    baseline=on_policy_mean (prefix_rft, rft): mean of the group's on-policy rewards, for every member; with
+      `raw_continuation_reward` a prefixed rollout's generated tokens get the raw reward instead (reference quirk).
+    baseline=group_mean (luffy): the demonstration is one more member: mean over all members.
+    baseline=none (sft): no advantage; zeros.
     """
     rewards = rewards.to(torch.float64)  # group means in float64: exact for 0/1 rewards and small groups
     group_ids = group_ids.to(torch.long)
@@ -51,26 +52,21 @@ def group_advantages(
             f"advantages: rewards, group_ids, from_demo must be 1-D of one length "
             f"(got {tuple(rewards.shape)}, {tuple(group_ids.shape)}, {tuple(from_demo.shape)})"
         )
-    if algorithm == AlgorithmName.SFT:
+    if baseline == Baseline.NONE:
         zeros = torch.zeros_like(rewards, dtype=torch.float32)
         return SequenceAdvantages(prefix=zeros, generated=zeros.clone())
 
     _, group = torch.unique(group_ids, return_inverse=True)
     num_groups = int(group.max()) + 1 if group.numel() else 0
-    counted = torch.ones_like(from_demo) if algorithm == AlgorithmName.LUFFY else ~from_demo
-    if algorithm == AlgorithmName.RFT and bool(from_demo.any()):
-        raise ValueError("advantages: algo rft is on-policy only but the batch holds demonstration rollouts")
+    counted = torch.ones_like(from_demo) if baseline == Baseline.GROUP_MEAN else ~from_demo
     weight = counted.to(torch.float64)
     total = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, group, rewards * weight)
     count = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, group, weight)
     if bool((count == 0).any()):
         bad = int(torch.nonzero(count == 0)[0])
         raise ValueError(f"advantages: group {bad} has no on-policy rollout to form the baseline")
-    baseline = (total / count)[group]
-    adv = rewards - baseline
-    generated = adv.clone()
-    if algorithm == AlgorithmName.PREFIX_RFT and continuation_baseline == ContinuationBaseline.NONE:
-        generated = torch.where(from_demo, rewards, adv)
+    adv = rewards - (total / count)[group]
+    generated = torch.where(from_demo, rewards, adv) if raw_continuation_reward else adv.clone()
     return SequenceAdvantages(prefix=adv.to(torch.float32), generated=generated.to(torch.float32))
 
 

@@ -10,15 +10,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 
-class AlgorithmName(str, Enum):
-    """Which row of the baseline table (prefix-rft.md section 6) the trainer runs."""
-
-    PREFIX_RFT = "prefix_rft"
-    RFT = "rft"  # Dr. GRPO on-policy only (K = 0)
-    SFT = "sft"  # cross-entropy on the demonstrations only
-    LUFFY = "luffy"  # demonstration as a full off-policy rollout, policy shaping on its tokens
-
-
 class ScheduleKind(str, Enum):
     """How the lower bound of the prefix fraction `l` moves with the step (prefix-rft.md section 2)."""
 
@@ -149,8 +140,9 @@ class LossConfig:
 class AlgorithmConfig:
     """Everything prefix-rft.md sections 2-6 leave as a choice, with the reference's values as defaults."""
 
-    name: AlgorithmName = AlgorithmName.PREFIX_RFT
-    """Row of the baseline table to run."""
+    name: str = "prefix_rft"
+    """Which algorithm runs (algo/spec.py's registry): prefix_rft | rft (Dr. GRPO, on-policy only) | luffy
+    (demonstration as a full off-policy member) | sft (cross-entropy on the demonstrations)."""
     group_size: int = 8
     """G: rollouts per prompt, prefixed (or off-policy) ones included."""
     num_prefixed: int = 1
@@ -158,7 +150,8 @@ class AlgorithmConfig:
     seed: int = 1234
     """Seeds the prefix-length draws and the `random` mask selection, together with (step, sample index)."""
     temperature: float = 1.0
-    """Rollout temperature; log-probs and entropies are computed from logits / temperature."""
+    """The one temperature of training: rollouts are sampled at it, and the trainer's log-probs and entropies are
+    computed from logits / temperature (evaluation has its own, eval.temperature)."""
     continuation_baseline: ContinuationBaseline = ContinuationBaseline.ON_POLICY_MEAN
     """Baseline of a prefixed rollout's continuation tokens (`none` reproduces the reference quirk)."""
     schedule: PrefixScheduleConfig = field(default_factory=PrefixScheduleConfig)
@@ -167,7 +160,9 @@ class AlgorithmConfig:
 
     def __post_init__(self) -> None:
         # OmegaConf hands enums back as enums, plain construction may pass strings: accept both.
-        self.name = AlgorithmName(self.name)
+        from prefix_rft_megatron.algo.spec import algorithm_spec  # the registry imports this module
+
+        self.name = str(self.name).lower()
         self.continuation_baseline = ContinuationBaseline(self.continuation_baseline)
         if self.group_size < 1:
             raise ValueError(f"algorithm.group_size must be >= 1 (got {self.group_size})")
@@ -177,13 +172,4 @@ class AlgorithmConfig:
             )
         if self.temperature <= 0:
             raise ValueError(f"algorithm.temperature must be > 0 (got {self.temperature})")
-        if self.name == AlgorithmName.RFT and self.num_prefixed != 0:
-            raise ValueError(f"algorithm.name=rft runs on-policy only: set algorithm.num_prefixed=0 (got {self.num_prefixed})")
-        if self.name in (AlgorithmName.PREFIX_RFT, AlgorithmName.LUFFY):
-            if self.num_prefixed < 1:
-                raise ValueError(f"algorithm.name={self.name.value} needs algorithm.num_prefixed >= 1")
-            if self.name == AlgorithmName.PREFIX_RFT and self.num_prefixed >= self.group_size:
-                raise ValueError(
-                    "algorithm.name=prefix_rft needs at least one on-policy rollout per group for the baseline "
-                    f"(num_prefixed={self.num_prefixed}, group_size={self.group_size})"
-                )
+        algorithm_spec(self)  # the algorithm's own checks (name, group shape)

@@ -3,8 +3,8 @@
 Per token t of a response (demonstration tokens included):
     ratio_t = exp(logp_theta - logp_old)
     l_t     = max(-A_t ratio_t, -A_t clip(ratio_t, 1 - eps_low, 1 + eps_high));  A_t < 0: l_t = min(l_t, -c A_t)
-    luffy, off-policy tokens: l_t = -A_t f(p_t), f(p) = p / (p + gamma), p_t = exp(logp_theta), no clipping
-    sft: l_t = -logp_theta(y*_t)
+    luffy (shaped_off_policy), off-policy tokens: l_t = -A_t f(p_t), f(p) = p / (p + gamma), p_t = exp(logp_theta), no clipping
+    sft (cross_entropy): l_t = -logp_theta(y*_t)
     + kl_coef * KL_t (k1 / k3, to a reference policy)  - entropy_coef * H_t  (optionally not on prefix tokens)
 Aggregation (Dr. GRPO): J = (1 / N_global) sum_seq sum_t l_t / L_max, N_global = sequences in the step batch.
 
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from prefix_rft_megatron.algo.config import AlgorithmConfig, AlgorithmName, KLEstimator
+from prefix_rft_megatron.algo.config import AlgorithmConfig, KLEstimator
+from prefix_rft_megatron.algo.spec import LossKind, algorithm_spec
 from prefix_rft_megatron.algo.token_stats import vocab_parallel_token_stats
 
 # exp() of a log-ratio beyond this is inf in fp32-adjacent arithmetic; clamping only guards against overflow.
@@ -84,8 +85,9 @@ def token_losses(
     on_policy = response & ~prefix
     adv = inputs.advantages.float()
     metrics: dict[str, torch.Tensor] = {}
+    kind = algorithm_spec(cfg).loss
 
-    if cfg.name == AlgorithmName.SFT:
+    if kind == LossKind.CROSS_ENTROPY:
         loss = -logprobs
     else:
         log_ratio = (logprobs - inputs.old_logprobs.float()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
@@ -100,7 +102,7 @@ def token_losses(
             dual_clipped = (adv < 0) & (loss > dual_bound)
             loss = torch.where(adv < 0, torch.minimum(loss, dual_bound), loss)
         ppo_tokens = response
-        if cfg.name == AlgorithmName.LUFFY:
+        if kind == LossKind.SHAPED_OFF_POLICY:
             # Off-policy tokens: policy shaping replaces the clipped ratio (behaviour probability taken as 1).
             p = torch.exp(logprobs)
             loss = torch.where(prefix, -adv * (p / (p + lc.luffy_gamma)), loss)

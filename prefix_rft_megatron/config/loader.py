@@ -14,7 +14,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from prefix_rft_megatron.config.schema import Config
+from prefix_rft_megatron.config.schema import SEEDED_SECTIONS, Config
 from prefix_rft_megatron.config.validate import ConfigError, check, derive
 
 
@@ -28,9 +28,17 @@ def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+# Keys that existed once, with what replaces them (an old config gets this instead of "unknown key").
+REMOVED_KEYS = {
+    "rollout.temperature": "algorithm.temperature is the one temperature of rollouts, log-probs and entropies",
+}
+
+
 def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str, given_key: str = "") -> ConfigError:
     key = getattr(err, "full_key", None) or given_key
     if isinstance(err, ConfigKeyError) or "not in struct" in str(err) or "Key '" in str(err):
+        if key in REMOVED_KEYS:
+            return ConfigError(f"config: {source}: '{key}' was removed: {REMOVED_KEYS[key]}")
         hint = difflib.get_close_matches(key, _all_keys(schema), n=1)
         more = f" (did you mean '{hint[0]}'?)" if hint else ""
         return ConfigError(f"config: {source}: unknown key '{key}'{more}")
@@ -62,6 +70,7 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
     schema = OmegaConf.structured(Config)
     cfg = schema
     benchmarks_set = False
+    seeds_set: set[str] = set()  # sections whose seed a file or override gives (the top-level seed leaves them)
     for f in files:
         path = Path(f)
         if not path.is_file():
@@ -79,6 +88,7 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         except OmegaConfBaseException as e:
             raise _explain(e, schema, str(path)) from None
         benchmarks_set |= isinstance(loaded, DictConfig) and _sets(loaded, "eval.benchmarks")
+        seeds_set |= {sec for sec in SEEDED_SECTIONS if _sets(loaded, f"{sec}.seed")}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"config: override {item!r} is not of the form key=value")
@@ -92,10 +102,15 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         except OmegaConfBaseException as e:
             raise _explain(e, schema, f"override {item!r}", item.split("=", 1)[0]) from None
         benchmarks_set |= _sets(parsed, "eval.benchmarks")
+        seeds_set |= {sec for sec in SEEDED_SECTIONS if _sets(parsed, f"{sec}.seed")}
     try:
         cfg = _apply_deprecated(OmegaConf.to_object(cfg), benchmarks_set)  # to_object runs __post_init__ checks
     except (ValueError, OmegaConfBaseException) as e:
         raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+    if cfg.seed is not None:
+        for sec in SEEDED_SECTIONS:
+            if sec not in seeds_set:
+                getattr(cfg, sec).seed = cfg.seed
     check(derive(cfg))
     return cfg
 

@@ -8,6 +8,7 @@ Each stage owns its section's dataclass (algo, data, reward, rollout); this modu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from prefix_rft_megatron.algo.config import AlgorithmConfig
 from prefix_rft_megatron.data.config import DataConfig
@@ -43,8 +44,8 @@ class ParallelConfig:
     # dropout) are split along the sequence over the TP ranks instead of held whole on each; what the memory
     # estimate (`prefix-rft launch --check`) assumes. Sequences are padded to a multiple of tp for it.
     sequence_parallel: bool = True
-    # torch's RNG on every rank (the same on all): the model's initial weights and Megatron's RNG tracker. Sampling,
-    # prefix lengths and data order have their own seeds (rollout.seed, algorithm.seed, data.seed).
+    # torch's global RNG on every rank (the same on all) and Megatron's RNG tracker (dropout, if a model has any).
+    # Not the weights (they come from model.hf_path / megatron_ckpt); see the top-level `seed`.
     seed: int = 1234
 
 
@@ -61,8 +62,15 @@ class ClusterConfig:
             raise ValueError(f"cluster: nodes and gpus_per_node must be >= 1 (got {self.nodes}, {self.gpus_per_node})")
 
 
+# The sections that draw random numbers, each from its own seed (`<section>.seed`).
+SEEDED_SECTIONS = ("parallel", "algorithm", "rollout", "data", "eval")
+
+
 @dataclass
 class Config:
+    # One seed for the whole run: when set, every `<section>.seed` not given explicitly takes this value (each
+    # stream hashes it with its own labels, so equal values do not correlate them). Unset: the sections' defaults.
+    seed: Optional[int] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)

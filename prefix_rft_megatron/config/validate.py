@@ -13,6 +13,7 @@ import ipaddress
 import socket
 from urllib.parse import urlparse
 
+from prefix_rft_megatron.algo.spec import algorithm_spec
 from prefix_rft_megatron.config.schema import Config
 
 
@@ -52,9 +53,6 @@ def check(cfg: Config) -> None:
     if cfg.algorithm.loss.max_response_tokens < r.max_new_tokens:
         raise ConfigError(f"algorithm.loss.max_response_tokens={cfg.algorithm.loss.max_response_tokens} < "
                           f"rollout.max_new_tokens={r.max_new_tokens}: L_max must bound every response (leave it at 0)")
-    if r.temperature != cfg.algorithm.temperature:
-        raise ConfigError(f"rollout.temperature={r.temperature} must equal algorithm.temperature="
-                          f"{cfg.algorithm.temperature} (log-probs and entropies are defined at that temperature)")
     if cfg.algorithm.loss.kl_coef > 0:
         raise ConfigError("algorithm.loss.kl_coef > 0: the loss supports KL, but the trainer keeps no reference "
                           "model yet; leave it at 0")
@@ -77,7 +75,7 @@ def check_training(cfg: Config, world_size: int) -> int:
     if world_size % (tp * pp):
         raise ConfigError(f"parallel: {world_size} processes do not split into parallel.tp={tp} x parallel.pp={pp}")
     dp = world_size // (tp * pp)
-    group = 1 if cfg.algorithm.name.value == "sft" else cfg.algorithm.group_size
+    group = algorithm_spec(cfg.algorithm).group_size
     per_mini = cfg.train.mini_batch_prompts * group
     unit = dp * cfg.train.micro_batch_size
     if per_mini % unit:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from prefix_rft_megatron.algo.spec import algorithm_spec
 from prefix_rft_megatron.config import ConfigError, check_training, load_config
 from prefix_rft_megatron.data.config import ASSETS_DIR
 from prefix_rft_megatron.launch import memory
@@ -101,7 +102,7 @@ def run_check(files: Sequence[str], overrides: Sequence[str], nodes: int = 1, gp
                           f"+ rollout.max_new_tokens = {seq}; raise the model's context (rope_theta and "
                           "max_position_embeddings in its config.json) or shorten the responses")
     _check_engine(cfg, gpus_per_node)
-    group = 1 if cfg.algorithm.name.value == "sft" else cfg.algorithm.group_size
+    group = algorithm_spec(cfg.algorithm).group_size
     lay = memory.Layout(
         tp=tp, pp=pp, dp=dp, seq_len=seq, micro_batch_size=cfg.train.micro_batch_size,
         num_microbatches=cfg.train.mini_batch_prompts * group // (dp * cfg.train.micro_batch_size),

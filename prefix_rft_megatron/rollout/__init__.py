@@ -5,7 +5,7 @@ Heavy or optional dependencies (transformers, sglang) are imported by the engine
 
 from .config import RolloutConfig
 from .engine import GroupSpec, RolloutEngine, build_engine, build_group_requests, generate_group, generate_groups
-from .types import Completion, GenerateRequest, Rollout, SamplingParams, derive_seed
+from .types import Completion, GenerateRequest, Rollout, RolloutKind, SamplingParams, derive_seed
 
 __all__ = [
     "Completion",
@@ -14,6 +14,7 @@ __all__ = [
     "Rollout",
     "RolloutConfig",
     "RolloutEngine",
+    "RolloutKind",
     "SamplingParams",
     "build_engine",
     "build_group_requests",

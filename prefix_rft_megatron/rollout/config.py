@@ -24,8 +24,8 @@ class RolloutConfig:
     engine: str = "hf"
 
     # --- sampling defaults (per request overridable through SamplingParams) ---
-    # Softmax temperature of rollouts; 0 means greedy. Reference recipe: 1.0 for training, 0.6 for evaluation.
-    temperature: float = 1.0
+    # (The sampling temperature is algorithm.temperature: the log-probs and entropies the loss uses are defined at
+    # the temperature the rollouts were sampled at, so one key sets both.)
     # Nucleus sampling mass; 1.0 disables top-p. Reference recipe: 1.0 for training, 0.95 for evaluation.
     top_p: float = 1.0
     # Upper bound on sampled tokens per rollout (the paper's response budget L_max is 8192).
@@ -114,10 +114,11 @@ class RolloutConfig:
     # train.colocate; servers on their own GPUs keep their memory).
     offload_during_training: bool = True
 
-    def sampling_params(self) -> SamplingParams:
-        """The rollout sampling defaults as per-request parameters (n is set per request by the group helper)."""
+    def sampling_params(self, temperature: float) -> SamplingParams:
+        """The rollout sampling defaults as per-request parameters at `temperature` (algorithm.temperature; n is
+        set per request by the group helper)."""
         return SamplingParams(
-            temperature=self.temperature,
+            temperature=temperature,
             top_p=self.top_p,
             max_new_tokens=self.max_new_tokens,
             stop_token_ids=tuple(self.stop_token_ids),
@@ -133,7 +134,6 @@ class RolloutConfig:
         check(self.weight_sync in WEIGHT_SYNC_MODES,
               f"weight_sync={self.weight_sync!r}: expected one of {WEIGHT_SYNC_MODES}")
         check(self.pause_mode in PAUSE_MODES, f"pause_mode={self.pause_mode!r}: expected one of {PAUSE_MODES}")
-        check(self.temperature >= 0.0, f"temperature={self.temperature}: must be >= 0")
         check(0.0 < self.top_p <= 1.0, f"top_p={self.top_p}: must be in (0, 1]")
         check(self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens}: must be >= 1")
         check(self.tp_size >= 1, f"tp_size={self.tp_size}: must be >= 1")

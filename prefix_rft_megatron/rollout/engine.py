@@ -14,7 +14,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from .types import Completion, GenerateRequest, Rollout, SamplingParams, derive_seed
+from .types import Completion, GenerateRequest, Rollout, RolloutKind, SamplingParams, derive_seed
 
 # One bucket of a weight update: (HF parameter name, full unsharded tensor) pairs, e.g.
 # [("model.layers.0.self_attn.q_proj.weight", t), ...].
@@ -133,8 +133,8 @@ def generate_groups(
                     response_logprobs=list(c.logprobs),
                     finish_reason=c.finish_reason,
                     group_id=g.group_id,
-                    sample_index=first + j,
-                    is_prefixed=prefixed,
+                    slot=first + j,
+                    kind=RolloutKind.PREFIXED if prefixed else RolloutKind.ON_POLICY,
                 )
             )
     for gi, g in enumerate(groups):

@@ -9,6 +9,7 @@ of a sampled token is `log_softmax(logits / temperature)` over the full vocabula
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import List, Optional, Tuple
 
 FINISH_REASONS = ("stop", "length", "abort")
@@ -83,29 +84,53 @@ class Completion:
         assert self.finish_reason in FINISH_REASONS, self.finish_reason
 
 
+class RolloutKind(str, Enum):
+    """Where a group member came from; the advantage baseline and the metrics read this, never the prefix length."""
+
+    ON_POLICY = "on_policy"  # sampled from the prompt alone
+    PREFIXED = "prefixed"  # sampled after a demonstration prefix (drawn as one: also when its length L came out 0)
+    DEMONSTRATION = "demonstration"  # the demonstration itself, nothing sampled (sft, luffy's off-policy member)
+
+
 @dataclass
 class Rollout:
-    """One rollout of a group. The policy's full response is `prefix_ids + response_ids`; which tokens were
-    demonstration (off-policy, `prefix_ids`) and which were sampled (`response_ids`) is kept, never re-tokenised."""
+    """One sequence of a step, from the engine to the loss: the policy's full response is
+    `prefix_ids + response_ids`; which tokens were demonstration (off-policy, `prefix_ids`) and which were sampled
+    (`response_ids`) is kept, never re-tokenised. The trainer fills in `index`, `reward` and `correct`."""
 
     prompt_ids: List[int]
-    prefix_ids: List[int]  # demonstration tokens y*[:L]; empty for an on-policy rollout
+    prefix_ids: List[int]  # demonstration tokens: y*[:L] (prefixed), all of y* (demonstration), none (on-policy)
     response_ids: List[int]  # tokens sampled by the engine after prompt ++ prefix
     response_logprobs: List[float]  # engine log-probs of response_ids (none exist for prefix tokens)
     finish_reason: str
-    group_id: int  # which prompt group this rollout belongs to
-    sample_index: int  # position in its group, 0..G-1 (on-policy first, then prefixed)
-    # Drawn as a prefixed rollout (its slot kind, kept even when L came out 0); the advantage baseline uses only
-    # rollouts with is_prefixed False.
-    is_prefixed: bool = False
+    group_id: int  # which prompt group this rollout belongs to (global, layout-independent)
+    slot: int  # position in its group, 0..G-1 (on-policy first, then prefixed / demonstrations)
+    kind: RolloutKind = RolloutKind.ON_POLICY
+    index: int = 0  # position in the step batch (seeds the `random` prefix selection)
+    reward: float = 0.0
+    correct: bool = False
 
     def __post_init__(self) -> None:
         assert len(self.response_ids) == len(self.response_logprobs)
-        assert self.is_prefixed or not self.prefix_ids, "an on-policy rollout has no demonstration prefix"
+        assert self.kind != RolloutKind.ON_POLICY or not self.prefix_ids, "an on-policy rollout has no prefix"
+        assert self.kind != RolloutKind.DEMONSTRATION or not self.response_ids, "a demonstration samples nothing"
+
+    @classmethod
+    def demonstration(cls, group_id: int, slot: int, prompt_ids, demo_ids) -> "Rollout":
+        return cls(list(prompt_ids), list(demo_ids), [], [], "stop", group_id, slot, RolloutKind.DEMONSTRATION)
+
+    @property
+    def from_demo(self) -> bool:
+        """Made from the demonstration (prefixed or the demonstration itself): not part of an on-policy baseline."""
+        return self.kind != RolloutKind.ON_POLICY
 
     @property
     def prefix_len(self) -> int:
         return len(self.prefix_ids)
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.prefix_ids) + len(self.response_ids)
 
     @property
     def full_response_ids(self) -> List[int]:

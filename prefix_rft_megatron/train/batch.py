@@ -1,8 +1,9 @@
-"""Training sequences and their token tensors.
+"""The step's rollouts as token tensors.
 
-A sequence is prompt ++ prefix ++ response, all token ids: `prefix` are demonstration tokens (off-policy), `response`
-what the policy sampled. The model reads tokens[:-1] and position t scores tokens[t+1] (`target_ids`), so masks are
-in target space: a target belongs to the response when it lies past the prompt.
+A sequence (`rollout.types.Rollout`) is prompt ++ prefix ++ response, all token ids: `prefix` are demonstration
+tokens (off-policy), `response` what the policy sampled. The model reads tokens[:-1] and position t scores
+tokens[t+1] (`target_ids`), so masks are in target space: a target belongs to the response when it lies past the
+prompt.
 Sequences are right-padded to a common length; causal attention keeps padding from touching real positions.
 """
 
@@ -13,26 +14,7 @@ from typing import Sequence
 
 import torch
 
-
-@dataclass
-class TrainSequence:
-    group_id: int  # the prompt it belongs to (global, layout-independent)
-    sample_index: int  # global index in the step batch (seeds the `random` prefix selection)
-    prompt_ids: tuple[int, ...]
-    prefix_ids: tuple[int, ...]  # demonstration tokens (empty for on-policy rollouts)
-    response_ids: tuple[int, ...]  # sampled tokens (empty for a full demonstration: sft, luffy)
-    rollout_logprobs: tuple[float, ...] = ()  # the engine's log-probs of response_ids
-    reward: float = 0.0
-    correct: bool = False
-    finish_reason: str = "stop"
-
-    @property
-    def from_demo(self) -> bool:
-        return len(self.prefix_ids) > 0
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt_ids) + len(self.prefix_ids) + len(self.response_ids)
+from prefix_rft_megatron.rollout.types import Rollout
 
 
 @dataclass
@@ -45,14 +27,15 @@ class SequenceBatch:
     prefix_mask: torch.Tensor  # targets that are demonstration tokens
     sampled_mask: torch.Tensor  # targets the engine sampled (have rollout log-probs)
     rollout_logprobs: torch.Tensor  # engine log-probs on sampled targets, 0 elsewhere
-    sample_index: torch.Tensor  # [N]
-    sequences: list[TrainSequence] = field(default_factory=list)
+    sample_index: torch.Tensor  # [N] Rollout.index
+    from_demo: torch.Tensor  # [N] bool: made from the demonstration (Rollout.kind), whatever its prefix length
+    sequences: list[Rollout] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
 
-def build_batch(seqs: Sequence[TrainSequence], pad_id: int = 0, length: int | None = None,
+def build_batch(seqs: Sequence[Rollout], pad_id: int = 0, length: int | None = None,
                 multiple_of: int = 1) -> SequenceBatch:
     """`length`: positions per row (default: the longest sequence's), rounded up to a multiple of `multiple_of`."""
     S = length if length is not None else max(s.length for s in seqs) - 1
@@ -67,7 +50,7 @@ def build_batch(seqs: Sequence[TrainSequence], pad_id: int = 0, length: int | No
     for i, s in enumerate(seqs):
         full = torch.tensor(s.prompt_ids + s.prefix_ids + s.response_ids, dtype=torch.long)
         if len(full) - 1 > S:
-            raise ValueError(f"batch: sequence {s.sample_index} has {len(full) - 1} positions, batch length is {S}")
+            raise ValueError(f"batch: sequence {s.index} has {len(full) - 1} positions, batch length is {S}")
         m = len(full) - 1
         input_ids[i, :m] = full[:-1]
         target_ids[i, :m] = full[1:]
@@ -76,8 +59,9 @@ def build_batch(seqs: Sequence[TrainSequence], pad_id: int = 0, length: int | No
         response_mask[i, p - 1:m] = True
         prefix_mask[i, p - 1:p - 1 + k] = True
         sampled_mask[i, p - 1 + k:m] = True
-        if s.rollout_logprobs:
-            rollout_logprobs[i, p - 1 + k:m] = torch.tensor(s.rollout_logprobs, dtype=torch.float32)
-    sample_index = torch.tensor([s.sample_index for s in seqs], dtype=torch.long)
+        if s.response_logprobs:
+            rollout_logprobs[i, p - 1 + k:m] = torch.tensor(s.response_logprobs, dtype=torch.float32)
+    sample_index = torch.tensor([s.index for s in seqs], dtype=torch.long)
+    from_demo = torch.tensor([s.from_demo for s in seqs], dtype=torch.bool)
     return SequenceBatch(input_ids, target_ids, response_mask, prefix_mask, sampled_mask, rollout_logprobs,
-                         sample_index, list(seqs))
+                         sample_index, from_demo, list(seqs))

@@ -17,15 +17,14 @@ def training_tokenizer_dir(data_tokenizer: str) -> Path | None:
     return path if any((path / name).is_file() for name in TOKENIZER_SIDE_FILES) else None
 
 
-def export_hf(trainer, out_dir: Path) -> Path | None:
-    """Rank 0 converts the model tensors of the latest checkpoint (optimizer state is ignored) to `out_dir`.
+def export_hf(checkpoint: Path | None, out_dir: Path, hf_config_dir: str, data_tokenizer: str) -> Path | None:
+    """Rank 0 converts the model tensors of `checkpoint` (the run's latest; optimizer state is ignored) to `out_dir`.
 
-    Config files come from `model.hf_path`, the tokenizer from `data.tokenizer` (the one the prompts and
-    demonstrations were tokenized with; `model.hf_path`'s when `data.tokenizer` is not a local directory), so that
-    `prefix-rft eval` on the export tokenizes and templates prompts as the trainer's evaluation did."""
-    latest = trainer.checkpoints.latest()
-    if latest is not None and dist.get_rank() == 0:
-        convert_megatron_to_hf(latest, out_dir, hf_config_dir=trainer.cfg.model.hf_path, overwrite=True,
-                               progress=False, tokenizer_dir=training_tokenizer_dir(trainer.cfg.data.tokenizer))
+    Config files come from `hf_config_dir` (model.hf_path), the tokenizer from `data_tokenizer` (data.tokenizer: the
+    one the prompts and demonstrations were tokenized with; model.hf_path's when it is not a local directory), so
+    that `prefix-rft eval` on the export tokenizes and templates prompts as the trainer's evaluation did."""
+    if checkpoint is not None and dist.get_rank() == 0:
+        convert_megatron_to_hf(checkpoint, out_dir, hf_config_dir=hf_config_dir, overwrite=True, progress=False,
+                               tokenizer_dir=training_tokenizer_dir(data_tokenizer))
     dist.barrier()
-    return out_dir if latest is not None else None
+    return out_dir if checkpoint is not None else None

@@ -22,7 +22,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from omegaconf import OmegaConf
 
 from prefix_rft_megatron import algo
-from prefix_rft_megatron.algo import AlgorithmName
+from prefix_rft_megatron.algo import RolloutPlan, algorithm_spec
 from prefix_rft_megatron.config import Config, check_training
 from prefix_rft_megatron.data import PromptDataset, PromptSampler, load_tokenizer
 from prefix_rft_megatron.model import ModelArch, build_gpt_model, unwrap_model
@@ -30,11 +30,12 @@ from prefix_rft_megatron.model.forward import mask_padded_vocab
 from prefix_rft_megatron.model.load import load_model_weights
 from prefix_rft_megatron.parallel.init import initialize_parallel
 from prefix_rft_megatron.process.lock import OutputDirLock
-from prefix_rft_megatron.rollout import GroupSpec, build_engine, generate_groups
+from prefix_rft_megatron.rollout import GroupSpec, Rollout, build_engine, generate_groups
 from prefix_rft_megatron.sync.weight_sync import WeightSync
-from prefix_rft_megatron.train.batch import SequenceBatch, TrainSequence, build_batch
+from prefix_rft_megatron.train.batch import SequenceBatch, build_batch
 from prefix_rft_megatron.train.checkpoint import CheckpointManager
 from prefix_rft_megatron.train.metrics import MetricsWriter
+from prefix_rft_megatron.train.step_metrics import logprob_gap, rollout_metrics
 from prefix_rft_megatron.train.optim import build_optimizer, optimizer_step, wrap_ddp, zero_grads
 
 logger = logging.getLogger(__name__)
@@ -47,20 +48,31 @@ class MicroBatch:
 
 
 class Trainer:
+    """One training run. `__init__` runs the `_setup_*` builders in dependency order; `run` is the loop."""
+
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        tc = cfg.train
+        self._closed = False
+        self.lock = self.engine = self.scorer = self.metrics = None  # close() checks what a failed start built
+        self.spec = algorithm_spec(cfg.algorithm)  # everything the loop needs to know about the algorithm
+        self._setup_parallel()
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimizer()
+        self._setup_rollout()
+        self._setup_logging()
+        self.start_step = 0
+
+    def _setup_parallel(self) -> None:
+        cfg = self.cfg
         self.layout = initialize_parallel(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.seed)
         self.rank0 = dist.get_rank() == 0
         self.out = Path(cfg.logging.output_dir)
-        self._closed = False
-        self.lock = None  # close() releases it; set before acquiring so a failed start can close
         self.lock = _on_rank0(lambda: OutputDirLock(self.out).acquire())  # one trainer per output directory
-        self.algo_name = cfg.algorithm.name
-        self.G = 1 if self.algo_name == AlgorithmName.SFT else cfg.algorithm.group_size
-        self.K = 0 if self.algo_name in (AlgorithmName.SFT, AlgorithmName.RFT) else cfg.algorithm.num_prefixed
         check_training(cfg, self.layout.world_size)
 
+    def _setup_data(self) -> None:
+        cfg = self.cfg
         self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         self.arch = ModelArch.from_hf(cfg.model.hf_path)
         if len(self.tokenizer) > self.arch.vocab_size:
@@ -68,38 +80,48 @@ class Trainer:
                              f"model's vocab_size={self.arch.vocab_size} ({cfg.model.hf_path}/config.json)")
         self.train_set = PromptDataset.from_config(cfg.data, "train", self.tokenizer, cfg.reward.max_answer_chars)
         _on_rank0(self._check_benchmarks)  # a bad file fails now, not after the whole run trained
-        self.sampler = PromptSampler(len(self.train_set), tc.prompts_per_step, seed=cfg.data.seed,
+        self.sampler = PromptSampler(len(self.train_set), cfg.train.prompts_per_step, seed=cfg.data.seed,
                                      shuffle=cfg.data.shuffle)
 
-        dtype = getattr(torch, cfg.model.params_dtype)
-        use_te = {"auto": None, "transformer_engine": True, "local": False}[cfg.model.transformer_impl]
-        model = build_gpt_model(self.arch, params_dtype=dtype, use_te=use_te,
+    def _setup_model(self) -> None:
+        cfg = self.cfg
+        recompute = cfg.model.recompute_activations
+        model = build_gpt_model(self.arch, params_dtype=getattr(torch, cfg.model.params_dtype),
+                                use_te={"auto": None, "transformer_engine": True, "local": False}[
+                                    cfg.model.transformer_impl],
                                 sequence_parallel=cfg.parallel.sequence_parallel,
                                 make_vocab_size_divisible_by=cfg.model.make_vocab_size_divisible_by,
-                                recompute_granularity="full" if cfg.model.recompute_activations else None,
-                                recompute_method="uniform" if cfg.model.recompute_activations else None,
-                                recompute_num_layers=1 if cfg.model.recompute_activations else None)
+                                recompute_granularity="full" if recompute else None,
+                                recompute_method="uniform" if recompute else None,
+                                recompute_num_layers=1 if recompute else None)
         load_model_weights(model, self._initial_checkpoint())
         self.model = wrap_ddp(model, cfg.parallel.use_distributed_optimizer)
+
+    def _setup_optimizer(self) -> None:
+        tc = self.cfg.train
         self.optimizer, self.scheduler = build_optimizer(
             [self.model], lr=tc.lr, weight_decay=tc.weight_decay, adam_beta1=tc.adam_beta1,
             adam_beta2=tc.adam_beta2, adam_eps=tc.adam_eps, grad_clip=tc.grad_clip,
-            use_distributed_optimizer=cfg.parallel.use_distributed_optimizer, params_dtype=dtype,
-            warmup_steps=tc.lr_warmup_steps)
+            use_distributed_optimizer=self.cfg.parallel.use_distributed_optimizer,
+            params_dtype=getattr(torch, self.cfg.model.params_dtype), warmup_steps=tc.lr_warmup_steps)
+        self.checkpoints = CheckpointManager(self.out / "checkpoints", self.cfg.checkpoint.keep_last,
+                                             self.cfg.checkpoint.optimizer_format)
 
+    def _setup_rollout(self) -> None:
+        """Engine and reward pool on rank 0 (where rollouts are generated and scored); weight sync everywhere."""
+        cfg = self.cfg
         self.engine = build_engine(cfg.rollout, hf_config=cfg.model.hf_path) if self.rank0 else None
-        self._offload_engine = self.engine is not None and tc.colocate and cfg.rollout.offload_during_training
+        self._offload_engine = self.engine is not None and cfg.train.colocate and cfg.rollout.offload_during_training
         self.weight_sync = WeightSync(self.model, self.arch, self.engine, cfg.rollout.weight_bucket_mib * 2**20)
-        self.scorer = None
         if self.rank0:
             from prefix_rft_megatron.reward import RewardScorer
 
             self.scorer = RewardScorer(cfg.reward)
+
+    def _setup_logging(self) -> None:
+        cfg = self.cfg
         self.metrics = MetricsWriter(self.out, cfg.logging.tensorboard, cfg.logging.wandb_project,
                                      OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True), self.rank0)
-        self.checkpoints = CheckpointManager(self.out / "checkpoints", cfg.checkpoint.keep_last,
-                                             cfg.checkpoint.optimizer_format)
-        self.start_step = 0
 
     # ---- set-up ----
 
@@ -181,7 +203,7 @@ class Trainer:
         if self.rank0 and self.cfg.logging.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=tc.steps, initial=self.start_step, desc=f"{self.algo_name.value}", unit="step")
+            bar = tqdm(total=tc.steps, initial=self.start_step, desc=self.spec.name, unit="step")
         for step in range(self.start_step, tc.steps):
             metrics = self.train_step(step)
             last = step + 1 == tc.steps
@@ -203,15 +225,15 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
         examples = self.train_set.batch(self.sampler.next_batch())
-        sequences = self.rollout(examples, step) if self.rank0 else None
+        rollouts = self.rollout(examples, step) if self.rank0 else None
         t_rollout = time.perf_counter()
         if self.rank0:
-            self.reward(sequences, examples)
-        sequences = _broadcast(sequences)
+            self.reward(rollouts, examples)
+        rollouts = _broadcast(rollouts)
         if self._offload_engine:
             self.engine.release_memory()  # colocated: the engines' weights and KV cache leave the GPU while we train
         t_reward = time.perf_counter()
-        batch = build_batch(sequences, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=self._seq_multiple())
+        batch = build_batch(rollouts, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=self._seq_multiple())
         advantages = self.advantages(batch)
         old_logprobs, entropy = self.recompute(batch)
         advantages, keep = self.prefix_mask(batch, advantages, entropy, step)
@@ -222,8 +244,9 @@ class Trainer:
             hand_memory_back(self.engine)
         sync = self.weight_sync.sync(version=step + 1)
         t_sync = time.perf_counter()
-        metrics = {
-            **self.rollout_metrics(batch, old_logprobs, step),
+        return {
+            **rollout_metrics(batch.sequences, self.spec, algo.low_bound(self.cfg.algorithm.schedule, step)),
+            **self._logprob_gap(batch, old_logprobs),
             **train_metrics,
             "time/rollout": t_rollout - t0, "time/reward": t_reward - t_rollout,
             "time/recompute": t_recompute - t_reward, "time/train": t_train - t_recompute,
@@ -231,52 +254,47 @@ class Trainer:
             **sync.metrics(),
             "throughput/tokens_per_s": float(batch.response_mask.sum()) / max(t_sync - t0, 1e-9),
         }
-        return metrics
 
     # ---- stages ----
 
-    def rollout(self, examples, step: int) -> list[TrainSequence]:
-        """G rollouts per prompt: G-K on-policy, K from demonstration prefixes (luffy: full demonstrations)."""
-        cfg = self.cfg
-        if self.algo_name == AlgorithmName.SFT:
-            return [TrainSequence(j, j, ex.prompt_ids, ex.demo_ids, ()) for j, ex in enumerate(examples)]
-        params = cfg.rollout.sampling_params()
-        if self.algo_name == AlgorithmName.LUFFY:
-            groups = [GroupSpec(j, ex.prompt_ids, ex.demo_ids, self.G - self.K) for j, ex in enumerate(examples)]
+    def rollout(self, examples, step: int) -> list[Rollout]:
+        """The step's groups as the algorithm's rollout plan makes them (spec.rollout), in group order; each
+        rollout's `index` is its position in the step batch."""
+        spec, cfg = self.spec, self.cfg
+        if spec.rollout == RolloutPlan.DEMONSTRATIONS:
+            rollouts = [Rollout.demonstration(j, 0, ex.prompt_ids, ex.demo_ids) for j, ex in enumerate(examples)]
         else:
+            K = spec.num_prefixed
             prefix_lens = algo.sample_prefix_lengths(
                 cfg.algorithm.schedule, cfg.algorithm.seed, step,
-                [j * self.K + k for j in range(len(examples)) for k in range(self.K)],
-                [len(ex.demo_ids) for ex in examples for _ in range(self.K)])
-            groups = [GroupSpec(j, ex.prompt_ids, ex.demo_ids, self.G, tuple(prefix_lens[j * self.K:(j + 1) * self.K]))
-                      for j, ex in enumerate(examples)]
-        generated = generate_groups(self.engine, groups, params, step=step,
-                                    prefix_counts_toward_budget=cfg.rollout.prefix_counts_toward_budget)
-        sequences = []
-        for j, (ex, group) in enumerate(zip(examples, generated)):
-            for r in group:
-                sequences.append(TrainSequence(j, 0, tuple(ex.prompt_ids), tuple(r.prefix_ids), tuple(r.response_ids),
-                                               tuple(r.response_logprobs), finish_reason=r.finish_reason))
-            if self.algo_name == AlgorithmName.LUFFY:  # the demonstration is the group's off-policy member
-                sequences += [TrainSequence(j, 0, tuple(ex.prompt_ids), tuple(ex.demo_ids), ())
-                              for _ in range(self.K)]
-        for i, s in enumerate(sequences):
-            s.sample_index = i
-        return sequences
+                [j * K + k for j in range(len(examples)) for k in range(K)],
+                [len(ex.demo_ids) for ex in examples for _ in range(K)])
+            groups = [GroupSpec(j, ex.prompt_ids, ex.demo_ids, spec.samples_per_group,
+                                tuple(prefix_lens[j * K:(j + 1) * K])) for j, ex in enumerate(examples)]
+            generated = generate_groups(self.engine, groups, cfg.rollout.sampling_params(cfg.algorithm.temperature),
+                                        step=step, prefix_counts_toward_budget=cfg.rollout.prefix_counts_toward_budget)
+            rollouts = []
+            for j, (ex, group) in enumerate(zip(examples, generated)):
+                rollouts += group
+                if spec.rollout == RolloutPlan.FULL_DEMO:  # the demonstration as the group's off-policy members
+                    rollouts += [Rollout.demonstration(j, spec.samples_per_group + k, ex.prompt_ids, ex.demo_ids)
+                                 for k in range(spec.num_demo_members)]
+        for i, r in enumerate(rollouts):
+            r.index = i
+        return rollouts
 
-    def reward(self, sequences: list[TrainSequence], examples) -> None:
+    def reward(self, rollouts: list[Rollout], examples) -> None:
         """math-verify on the full response (prefix included) against the ground-truth answer."""
-        texts = [self.tokenizer.decode(list(s.prefix_ids + s.response_ids), skip_special_tokens=True)
-                 for s in sequences]
-        results = self.scorer.score(texts, [examples[s.group_id].answer for s in sequences])
-        for s, r in zip(sequences, results):
-            s.reward, s.correct = r.reward, r.correct
+        texts = [self.tokenizer.decode(r.full_response_ids, skip_special_tokens=True) for r in rollouts]
+        results = self.scorer.score(texts, [examples[r.group_id].answer for r in rollouts])
+        for r, res in zip(rollouts, results):
+            r.reward, r.correct = res.reward, res.correct
 
     def advantages(self, batch: SequenceBatch) -> torch.Tensor:
         seqs = batch.sequences
         seq_adv = algo.group_advantages(
-            torch.tensor([s.reward for s in seqs]), torch.tensor([s.group_id for s in seqs]),
-            torch.tensor([s.from_demo for s in seqs]), self.algo_name, self.cfg.algorithm.continuation_baseline)
+            torch.tensor([s.reward for s in seqs]), torch.tensor([s.group_id for s in seqs]), batch.from_demo,
+            self.spec.baseline, self.spec.raw_continuation_reward)
         return algo.token_advantages(seq_adv, batch.response_mask, batch.prefix_mask)
 
     def _seq_multiple(self) -> int:
@@ -285,7 +303,7 @@ class Trainer:
 
     def _rank_rows(self) -> list[list[int]]:
         """For each mini-batch, the rows this DP rank trains on (a strided share: every rank gets equal work)."""
-        per_mini = self.cfg.train.mini_batch_prompts * self.G
+        per_mini = self.cfg.train.mini_batch_prompts * self.spec.group_size
         n_mini = self.cfg.train.prompts_per_step // self.cfg.train.mini_batch_prompts
         dp, r = self.layout.dp, parallel_state.get_data_parallel_rank()
         return [list(range(m * per_mini + r, (m + 1) * per_mini, dp)) for m in range(n_mini)]
@@ -306,9 +324,11 @@ class Trainer:
             num_microbatches=len(micro), seq_length=seq_len, micro_batch_size=len(micro[0].input_ids),
             forward_only=forward_only)
 
-    def recompute(self, batch: SequenceBatch) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-        """The trainer's log-probs and entropies of every token of this rank's rows, before any update."""
-        logprobs, entropy = {}, {}
+    def recompute(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trainer's log-probs and entropies [N, S] of every token of this rank's rows, before any update (0 in
+        the rows of other DP ranks, and everywhere on PP stages other than the last)."""
+        logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        entropy = torch.zeros_like(logprobs)
         temperature = self.cfg.algorithm.temperature
         device = self.layout.device
         for rows in self._rank_rows():
@@ -319,24 +339,20 @@ class Trainer:
                 out = self._run_schedule(micro, batch.input_ids.shape[1], forward_only=True)
             if parallel_state.is_pipeline_last_stage():
                 for r, o in zip(mbs, out):
-                    for k, row in enumerate(r):
-                        logprobs[row], entropy[row] = o["logprobs"][k].cpu(), o["entropy"][k].cpu()
+                    logprobs[r], entropy[r] = o["logprobs"].float().cpu(), o["entropy"].float().cpu()
         return logprobs, entropy
 
     def prefix_mask(self, batch, advantages, entropy, step):
         """Keep the top-rho prefix tokens by entropy (threshold over the whole step batch and all DP ranks, or per
-        micro-batch as the update runs them with `scope: microbatch`)."""
+        micro-batch as the update runs them with `scope: microbatch`); zero the others' advantages if the algorithm
+        trains only the kept ones (spec.prefix_entropy_mask)."""
         if not parallel_state.is_pipeline_last_stage():
             return advantages, None
         micro = [mb for rows in self._rank_rows() for mb in self._micro_batches(rows)]
-        rows = [r for mb in micro for r in mb]
-        ent = torch.zeros_like(batch.prefix_mask, dtype=torch.float32)
-        for r in rows:
-            ent[r] = entropy[r]
-        keep = algo.keep_masks_for_rows(ent, batch.prefix_mask, micro, self.cfg.algorithm.prefix_mask,
+        keep = algo.keep_masks_for_rows(entropy, batch.prefix_mask, micro, self.cfg.algorithm.prefix_mask,
                                         seed=self.cfg.algorithm.seed, step=step, sample_index=batch.sample_index,
                                         group=parallel_state.get_data_parallel_group())
-        if self.algo_name == AlgorithmName.PREFIX_RFT:
+        if self.spec.prefix_entropy_mask:
             advantages = algo.apply_prefix_keep(advantages, batch.prefix_mask, keep)
         return advantages, keep
 
@@ -344,8 +360,8 @@ class Trainer:
         """One optimizer update per mini-batch with the loss module (Dr. GRPO scaling over the global mini-batch)."""
         cfg = self.cfg
         device = self.layout.device
-        last = parallel_state.is_pipeline_last_stage()
-        per_mini = cfg.train.mini_batch_prompts * self.G
+        demo_tokens = self.spec.loss_sees_demo_tokens
+        per_mini = cfg.train.mini_batch_prompts * self.spec.group_size
         all_metrics, grad_norms = [], []
         for rows in self._rank_rows():
             mbs = self._micro_batches(rows)
@@ -355,10 +371,9 @@ class Trainer:
                     target_ids=batch.target_ids[r].to(device),
                     response_mask=batch.response_mask[r].to(device),
                     advantages=advantages[r].to(device),
-                    old_logprobs=torch.stack([old_logprobs[i] for i in r]).to(device) if last else
-                    torch.zeros(len(r), batch.input_ids.shape[1], device=device),
-                    prefix_mask=batch.prefix_mask[r].to(device) if self.K else None,
-                    prefix_keep_mask=keep[r].to(device) if (keep is not None and self.K) else None,
+                    old_logprobs=old_logprobs[r].to(device),
+                    prefix_mask=batch.prefix_mask[r].to(device) if demo_tokens else None,
+                    prefix_keep_mask=keep[r].to(device) if (keep is not None and demo_tokens) else None,
                 )
                 loss_func = algo.make_loss_func(inputs, cfg.algorithm, num_global_sequences=per_mini,
                                                 num_microbatches=len(mbs), data_parallel_size=self.layout.dp)
@@ -367,7 +382,7 @@ class Trainer:
             out = self._run_schedule(micro, batch.input_ids.shape[1], forward_only=False)
             stats = optimizer_step(self.optimizer, self.scheduler)
             grad_norms.append(stats.grad_norm if stats.grad_norm is not None else float("nan"))
-            all_metrics += out if last else []
+            all_metrics += out if parallel_state.is_pipeline_last_stage() else []
         metrics = self._reduce_train_metrics(all_metrics)
         metrics["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
         metrics["train/lr"] = stats.lr
@@ -384,65 +399,25 @@ class Trainer:
             reduced = holder[0]
         return {f"loss/{k}" if "/" not in k else k: v for k, v in (reduced or {}).items()}
 
-    def rollout_metrics(self, batch: SequenceBatch, old_logprobs, step: int) -> dict[str, float]:
-        seqs = batch.sequences
-        on = [s for s in seqs if not s.from_demo]
-        pre = [s for s in seqs if s.from_demo]
-        mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
-        m = {
-            "reward/mean": mean([s.reward for s in seqs]),
-            "reward/on_policy": mean([s.reward for s in on]),
-            "reward/prefixed": mean([s.reward for s in pre]),
-            "accuracy/on_policy": mean([float(s.correct) for s in on]),
-            "response/length_mean": mean([len(s.prefix_ids) + len(s.response_ids) for s in seqs]),
-            "response/truncated_frac": mean([float(s.finish_reason == "length") for s in on]),
-            "prefix/low_t": algo.low_bound(self.cfg.algorithm.schedule, step),
-            "prefix/tokens_mean": mean([len(s.prefix_ids) for s in pre]),
-        }
-        if self.algo_name != AlgorithmName.SFT:
-            groups: dict[int, list[TrainSequence]] = {}
-            for s in seqs:
-                groups.setdefault(s.group_id, []).append(s)
-            # groups whose rewards are all equal get zero advantage: no gradient at all from them (Dr. GRPO)
-            m["groups/no_signal_frac"] = mean([float(len({s.reward for s in g}) == 1) for g in groups.values()])
-            # groups none of whose on-policy rollouts is correct: RFT learns nothing there, a prefixed rollout can
-            m["groups/on_policy_all_wrong_frac"] = mean(
-                [float(not any(s.correct for s in g if not s.from_demo)) for g in groups.values()])
-        m.update(self._logprob_gap(batch, old_logprobs))
-        return m
-
-    def _logprob_gap(self, batch: SequenceBatch, old_logprobs) -> dict[str, float]:
-        """Rollout engine vs trainer log-probs on the sampled tokens (the check slime's users watch at step 0)."""
-        if not parallel_state.is_pipeline_last_stage() or not old_logprobs:
-            stats = torch.zeros(3, dtype=torch.float64)
-        else:
-            rows = sorted(old_logprobs)
-            mask = batch.sampled_mask[rows]
-            diff = (torch.stack([old_logprobs[r] for r in rows]) - batch.rollout_logprobs[rows]).abs()[mask]
-            stats = torch.tensor([diff.sum().item(), float(diff.numel()), diff.max().item() if diff.numel() else 0.0],
-                                 dtype=torch.float64)
-        if dist.get_world_size() > 1:
-            total = stats[:2].clone()
-            peak = stats[2:].clone()
-            dist.all_reduce(total)
-            dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-            stats = torch.cat([total, peak])
-        n = stats[1].item()
-        # Only the last PP stage holds log-probs; each row was counted once (one DP rank, one TP rank per row set)
-        tp = self.layout.tp
-        return {"logprob_diff/mean": stats[0].item() / n if n else float("nan"),
-                "logprob_diff/max": stats[2].item(), "logprob_diff/tokens": n / tp}
+    def _logprob_gap(self, batch: SequenceBatch, old_logprobs: torch.Tensor) -> dict[str, float]:
+        """Rollout engine vs trainer log-probs on the sampled tokens of this rank's rows, over all ranks."""
+        rows = [r for rows in self._rank_rows() for r in rows] if parallel_state.is_pipeline_last_stage() else []
+        # each row is held by one DP rank and all its TP ranks: count it once
+        return logprob_gap(old_logprobs[rows], batch.rollout_logprobs[rows], batch.sampled_mask[rows],
+                           copies=self.layout.tp)
 
     def evaluate(self, step: int | None = None) -> dict[str, float]:
         """Rank 0 evaluates the engine's weights; with `step` (completed steps) it also writes eval/step_N.json."""
         from prefix_rft_megatron.train.evaluate import evaluate_in_training
 
-        return evaluate_in_training(self, step) if self.rank0 else {}
+        if not self.rank0:
+            return {}
+        return evaluate_in_training(self.engine, self.scorer, self.tokenizer, self.cfg, step)
 
     def export_hf(self, out_dir: Path) -> None:
         from prefix_rft_megatron.train.export import export_hf
 
-        export_hf(self, out_dir)
+        export_hf(self.checkpoints.latest(), out_dir, self.cfg.model.hf_path, self.cfg.data.tokenizer)
 
     def close(self) -> None:
         """Idempotent; also what an interrupted run runs (train/cli.py)."""

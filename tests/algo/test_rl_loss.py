@@ -20,11 +20,11 @@ def _loop_token_loss(logp, old, adv, ent, ref, response, prefix, cfg):
         for t in range(len(logp[0])):
             if not response[b][t]:
                 continue
-            if cfg.name.value == "sft":
+            if cfg.name == "sft":
                 out[b][t] = -logp[b][t]
                 continue
             a, ratio = adv[b][t], math.exp(logp[b][t] - old[b][t])
-            if cfg.name.value == "luffy" and prefix[b][t]:
+            if cfg.name == "luffy" and prefix[b][t]:
                 p = math.exp(logp[b][t])
                 l_t = -a * p / (p + lc.luffy_gamma)
             else:

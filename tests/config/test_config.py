@@ -40,8 +40,8 @@ def test_override_errors_are_one_line(override, expected):
 
 def test_yaml_unknown_key_names_the_file(tmp_path):
     f = tmp_path / "bad.yaml"
-    f.write_text("rollout:\n  temprature: 0.7\n")
-    with pytest.raises(ConfigError, match=rf"config: {f}: unknown key 'rollout.temprature' \(did you mean 'rollout.temperature'\?\)"):
+    f.write_text("rollout:\n  max_new_token: 7\n")
+    with pytest.raises(ConfigError, match=rf"config: {f}: unknown key 'rollout.max_new_token' \(did you mean 'rollout.max_new_tokens'\?\)"):
         load_config([f])
 
 
@@ -96,3 +96,20 @@ def test_routable_address_is_not_loopback_towards_a_remote_host():
     except OSError:
         pytest.skip("no network route off loopback on this machine")
     assert not ipaddress.ip_address(addr).is_loopback
+
+
+def test_removed_key_says_what_replaced_it(tmp_path):
+    f = tmp_path / "old.yaml"
+    f.write_text("rollout:\n  temperature: 0.7\n")
+    with pytest.raises(ConfigError, match=rf"^config: {f}: 'rollout.temperature' was removed: algorithm.temperature "):
+        load_config([f])
+
+
+def test_top_level_seed_sets_every_seed_not_given():
+    from prefix_rft_megatron.config.schema import SEEDED_SECTIONS
+
+    default = load_config()
+    assert default.seed is None and (default.data.seed, default.rollout.seed) == (1, 1234)  # sections' own defaults
+    cfg = load_config(overrides=["seed=7", "data.seed=3"])
+    assert {sec: getattr(cfg, sec).seed for sec in SEEDED_SECTIONS} == {
+        "parallel": 7, "algorithm": 7, "rollout": 7, "data": 3, "eval": 7}

@@ -20,7 +20,7 @@ def test_qwen_7b_config_as_the_job_sees_it():
     # prefix-rft.md section 7
     assert (cfg.train.prompts_per_step, cfg.train.mini_batch_prompts, cfg.algorithm.group_size) == (128, 64, 8)
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.grad_clip, cfg.train.steps) == (1e-6, 0.01, 1.0, 500)
-    assert (cfg.rollout.temperature, cfg.rollout.max_new_tokens, cfg.data.max_prompt_tokens) == (1.0, 8192, 1024)
+    assert (cfg.algorithm.temperature, cfg.rollout.max_new_tokens, cfg.data.max_prompt_tokens) == (1.0, 8192, 1024)
     assert (cfg.eval.k, cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens) == (32, 0.6, 0.95, 8192)
     # the launched servers load the policy (the recipe could not start when rollout.model_path stayed empty)
     cmds = [build_server_command(cfg.rollout, i) for i in range(cfg.rollout.num_servers)]

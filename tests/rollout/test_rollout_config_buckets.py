@@ -27,8 +27,8 @@ def test_config_is_an_omegaconf_structured_config():
     assert isinstance(obj, RolloutConfig)
     assert obj.server_urls == ["http://10.0.0.2:30000", "http://10.0.0.3:30000"] and obj.tp_size == 4
     d = RolloutConfig()
-    assert (d.temperature, d.top_p, d.weight_bucket_mib, d.engine) == (1.0, 1.0, 512, "hf")
-    p = RolloutConfig(temperature=0.6, top_p=0.95, max_new_tokens=64, stop_token_ids=[7], seed=3).sampling_params()
+    assert (d.top_p, d.weight_bucket_mib, d.engine) == (1.0, 512, "hf")
+    p = RolloutConfig(top_p=0.95, max_new_tokens=64, stop_token_ids=[7], seed=3).sampling_params(0.6)
     assert (p.temperature, p.top_p, p.max_new_tokens, p.stop_token_ids, p.seed, p.n) == (0.6, 0.95, 64, (7,), 3, 1)
     with pytest.raises(Exception, match="tp_size"):
         OmegaConf.merge(base, OmegaConf.from_dotlist(["tp_size=four"]))

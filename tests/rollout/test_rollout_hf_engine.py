@@ -130,8 +130,8 @@ def test_prefixed_group_keeps_prefix_out_of_the_response(tiny_config):
     prompt, demo = [4, 5, 6, 7], list(range(100, 130))
     params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=99)
     rolls = generate_group(eng, prompt, demo, prefix_lens=[10, 25], num_samples=5, params=params, group_id=3, step=2)
-    assert [r.sample_index for r in rolls] == [0, 1, 2, 3, 4]
-    assert [r.is_prefixed for r in rolls] == [False, False, False, True, True]
+    assert [r.slot for r in rolls] == [0, 1, 2, 3, 4]
+    assert [r.kind.value for r in rolls] == ["on_policy"] * 3 + ["prefixed"] * 2
     assert [r.prefix_ids for r in rolls[3:]] == [demo[:10], demo[:25]]
     assert all(r.prefix_ids == [] and r.group_id == 3 and r.prompt_ids == prompt for r in rolls[:3])
     for r in rolls:
