@@ -33,7 +33,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        # the SGLang client speaks sglang 0.5.23's HTTP API (rollout/sglang_engine.SGLANG_API_VERSION, checked on
+        # the SGLang client speaks sglang 0.5.23's HTTP API (rollout/sglang/payloads.SGLANG_API_VERSION, checked on
         # attach); transformer-engine: whatever matches the CUDA torch of the machine
         "gpu": ["sglang==0.5.23", "transformer-engine[pytorch]"],
         "wandb": ["wandb"],

@@ -45,7 +45,7 @@ def main() -> None:
         desc = f"HF {args.model_type} {n_params / 1e6:.1f}M params, torch threads {torch.get_num_threads()}"
         vocab = args.vocab
     else:
-        from prefix_rft_megatron.rollout.sglang_engine import SGLangEngine
+        from prefix_rft_megatron.rollout.sglang import SGLangEngine
 
         if not args.url:
             ap.error("--engine sglang needs --url")

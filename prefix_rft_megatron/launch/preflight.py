@@ -70,7 +70,7 @@ def _check_engine(cfg, world_per_node: int) -> None:
     r = cfg.rollout
     if r.engine != "sglang":
         return
-    from prefix_rft_megatron.rollout.sglang_engine import build_server_command
+    from prefix_rft_megatron.rollout.sglang import build_server_command
 
     if not r.server_urls:
         if not r.model_path:

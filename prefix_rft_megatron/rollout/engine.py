@@ -1,7 +1,7 @@
 """The rollout engine interface, and the helper that turns prompt groups into on-policy + prefixed requests.
 
 Two implementations: `hf_engine.HFEngine` (a transformers model in this process; CPU tests, the demo) and
-`sglang_engine.SGLangEngine` (SGLang HTTP servers; the GPU path). Both take token ids and return token ids with
+`sglang.SGLangEngine` (SGLang HTTP servers; the GPU path). Both take token ids and return token ids with
 per-token log-probs (see `types` for the log-prob convention), and both take weights as HF-layout named tensors in
 buckets, so the trainer's weight sync does not know which one it feeds.
 """
@@ -167,7 +167,7 @@ def build_engine(cfg, hf_config=None) -> RolloutEngine:
             raise ValueError("rollout.engine=hf needs the model's HF config (dict or directory)")
         return HFEngine.from_rollout_config(hf_config, cfg)
     if cfg.engine == "sglang":
-        from .sglang_engine import SGLangEngine
+        from .sglang import SGLangEngine
 
         return SGLangEngine(cfg)
     raise ValueError(f"rollout.engine={cfg.engine!r}: expected 'hf' or 'sglang'")

@@ -7,7 +7,7 @@ from prefix_rft_megatron.config import check_training, load_config
 from prefix_rft_megatron.launch import recipes
 from prefix_rft_megatron.launch.config import LaunchConfig
 from prefix_rft_megatron.launch.preflight import run_check
-from prefix_rft_megatron.rollout.sglang_engine import build_server_command
+from prefix_rft_megatron.rollout.sglang import build_server_command
 
 # config -> (nodes, GPUs per node) its example README describes
 SHIPPED = {"conf/qwen2.5-math-7b.yaml": (1, 8), "conf/llama-70b.yaml": (8, 8), "conf/cpu_demo.yaml": (1, 1)}

@@ -87,7 +87,7 @@ def test_payload_bodies():
 
 def test_sglang_is_not_imported():
     code = (
-        "import sys, prefix_rft_megatron.rollout.sglang_engine, prefix_rft_megatron.rollout.weight_buckets, "
+        "import sys, prefix_rft_megatron.rollout.sglang, prefix_rft_megatron.rollout.weight_buckets, "
         "prefix_rft_megatron.rollout.hf_engine; assert 'sglang' not in sys.modules, 'sglang imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

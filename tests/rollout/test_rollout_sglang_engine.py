@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from prefix_rft_megatron.rollout import GenerateRequest, RolloutConfig, SamplingParams, derive_seed
-from prefix_rft_megatron.rollout.sglang_engine import (
+from prefix_rft_megatron.rollout.sglang import (
     HTTPClient,
     SGLangEngine,
     SGLangError,
