@@ -58,7 +58,7 @@ def _dtype() -> str:
 
 def parity(work: Path, shape: dict) -> dict:
     from prefix_rft_megatron.convert.hf_to_megatron import convert_hf_to_megatron
-    from prefix_rft_megatron.model.compare import logits_diff
+    from prefix_rft_megatron.convert.compare import logits_diff
     from prefix_rft_megatron.model.tiny import save_tiny_hf_model
 
     hf = save_tiny_hf_model(work / "parity_hf", family="qwen2", max_shard_size="2GB", max_position_embeddings=4096,

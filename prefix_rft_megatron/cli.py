@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return sub[rest[0]](rest[1:])
     if cmd == "compare-logits":
-        from prefix_rft_megatron.model.compare import main as compare_main
+        from prefix_rft_megatron.convert.compare import main as compare_main
 
         return compare_main(rest)
     if cmd == "train":

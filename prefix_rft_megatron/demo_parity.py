@@ -27,10 +27,10 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from prefix_rft_megatron.convert.hf_io import HFCheckpointReader
+    from prefix_rft_megatron.checkpoint_io.hf_io import HFCheckpointReader
     from prefix_rft_megatron.convert.hf_to_megatron import convert_hf_to_megatron
     from prefix_rft_megatron.convert.megatron_to_hf import convert_megatron_to_hf
-    from prefix_rft_megatron.model.compare import main as compare_logits
+    from prefix_rft_megatron.convert.compare import main as compare_logits
     from prefix_rft_megatron.model.tiny import save_tiny_hf_model
 
     out = Path(args.out)

@@ -14,15 +14,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from prefix_rft_megatron.checkpoint_io import HF_SUBDIR, META_FILE
 from prefix_rft_megatron.convert import mapping
-from prefix_rft_megatron.convert.dist_ckpt import LazyChunk, write_checkpoint
-from prefix_rft_megatron.convert.hf_io import HFCheckpointReader, atomic_output_dir, copy_side_files
+from prefix_rft_megatron.checkpoint_io.dist_ckpt import LazyChunk, write_checkpoint
+from prefix_rft_megatron.checkpoint_io.hf_io import HFCheckpointReader, atomic_output_dir, copy_side_files
 from prefix_rft_megatron.model.arch import ArchError, ModelArch
 
 logger = logging.getLogger(__name__)
 
-META_FILE = "prefix_rft.json"  # our own record next to Megatron's files: architecture and vocab padding
-HF_SUBDIR = "hf"  # config.json and tokenizer files of the source model, for the way back to HF
 # Megatron 0.16's local layer spec writes one (empty) `_extra_state` object per linear layer and layer.
 EXTRA_STATE_MODULES = ("self_attention.linear_proj", "self_attention.linear_qkv", "mlp.linear_fc1", "mlp.linear_fc2")
 

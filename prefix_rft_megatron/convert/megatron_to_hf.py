@@ -9,11 +9,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prefix_rft_megatron.convert import mapping
-from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
-from prefix_rft_megatron.convert.hf_io import (
+from prefix_rft_megatron.checkpoint_io.dist_ckpt import CheckpointReader
+from prefix_rft_megatron.checkpoint_io.hf_io import (
     MODEL_SIDE_FILES, TOKENIZER_SIDE_FILES, HFShardWriter, atomic_output_dir, copy_side_files,
 )
-from prefix_rft_megatron.convert.hf_to_megatron import HF_SUBDIR, META_FILE
+from prefix_rft_megatron.checkpoint_io import HF_SUBDIR, META_FILE
 from prefix_rft_megatron.model.arch import ArchError, ModelArch
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ def load_configs(files: Sequence[str], overrides: Sequence[str]):
 def hf_weight_buckets(hf_dir: str | Path, max_bytes: int) -> Iterator[List[Tuple[str, "torch.Tensor"]]]:  # noqa: F821
     """The tensors of an HF safetensors directory as (name, tensor) buckets of at most `max_bytes` (a larger tensor
     goes alone), read one tensor at a time."""
-    from prefix_rft_megatron.convert.hf_io import HFCheckpointReader
+    from prefix_rft_megatron.checkpoint_io.hf_io import HFCheckpointReader
     from prefix_rft_megatron.rollout.weight_buckets import bucketize
 
     reader = HFCheckpointReader(hf_dir)
@@ -39,7 +39,7 @@ def hf_weight_buckets(hf_dir: str | Path, max_bytes: int) -> Iterator[List[Tuple
 def check_coverage(model, hf_dir: str | Path) -> None:
     """Every parameter of `model` must come from the checkpoint (a tied lm_head may be absent), or it would be
     evaluated with its random initial values."""
-    from prefix_rft_megatron.convert.hf_io import HFCheckpointReader
+    from prefix_rft_megatron.checkpoint_io.hf_io import HFCheckpointReader
 
     have = set(HFCheckpointReader(hf_dir).weight_map)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))

@@ -10,7 +10,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
+from prefix_rft_megatron.checkpoint_io.dist_ckpt import CheckpointReader
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ def save_model_weights(model: torch.nn.Module, out_dir: str | Path, arch, hf_sid
 
     Also writes our record (prefix_rft.json) and the HF config/tokenizer files, so the result converts back to HF.
     """
-    from prefix_rft_megatron.convert.hf_io import copy_side_files
-    from prefix_rft_megatron.convert.hf_to_megatron import HF_SUBDIR, META_FILE
-    from prefix_rft_megatron.model.dist_save import save_sharded_atomically
+    from prefix_rft_megatron.checkpoint_io.hf_io import copy_side_files
+    from prefix_rft_megatron.checkpoint_io import HF_SUBDIR, META_FILE
+    from prefix_rft_megatron.checkpoint_io.dist_save import save_sharded_atomically
 
     out = Path(out_dir)
     # parallel_state is only safe to ask here, on the collective path, not inside rank 0's `finish`

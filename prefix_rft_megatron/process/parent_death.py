@@ -42,7 +42,7 @@ def _resolve_prctl():
         return None
 
 
-# Looked up at import, in the parent: a child forked from a threaded process (a checkpoint writer, `model.dist_save`)
+# Looked up at import, in the parent: a child forked from a threaded process (a checkpoint writer, `checkpoint_io/dist_save.py`)
 # should not dlopen before it arms the signal.
 _PRCTL = _resolve_prctl()
 

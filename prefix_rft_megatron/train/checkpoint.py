@@ -43,9 +43,9 @@ from prefix_rft_megatron.compat.megatron_optimizer import (
     init_empty_adam_state,
     restore_adam_steps,
 )
-from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
+from prefix_rft_megatron.checkpoint_io.dist_ckpt import CheckpointReader
 from prefix_rft_megatron.model.builder import unwrap_model
-from prefix_rft_megatron.model.dist_save import save_sharded_atomically
+from prefix_rft_megatron.checkpoint_io.dist_save import save_sharded_atomically
 from prefix_rft_megatron.model.load import CheckpointLayoutError, check_vocab_padding
 from prefix_rft_megatron.train.config import OPTIMIZER_FORMATS
 

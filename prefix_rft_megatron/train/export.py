@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from prefix_rft_megatron.convert.hf_io import TOKENIZER_SIDE_FILES
+from prefix_rft_megatron.checkpoint_io.hf_io import TOKENIZER_SIDE_FILES
 from prefix_rft_megatron.convert.megatron_to_hf import convert_megatron_to_hf
 from prefix_rft_megatron.data.config import resolve_path
 

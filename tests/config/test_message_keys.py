@@ -16,7 +16,7 @@ KEY = re.compile(r"(?<![\w./:-])(" + "|".join(SECTIONS) + r")\.([a-z_]+(?:\.[a-z
 # dotted names in strings that are not config keys: modules, files, Python attribute paths in docs
 NOT_KEYS = re.compile(r"\.(py|md|yaml|jsonl?|json)$|^(launch|train|model|data|algo|reward|rollout|eval|config|parallel)\."
                       r"(cli|loop|memory|preflight|recipes|config|meta_model|checkpoint|dist_save|forward|builder|norm|"
-                      r"load|arch|tiny|compare|dataset|rows|sampler|tokenizer|schedule|loss|token_stats|advantages|"
+                      r"load|arch|tiny|dataset|rows|sampler|tokenizer|schedule|loss|token_stats|advantages|"
                       r"prefix_mask|pool|answer|engine|hf_engine|sglang|types|weight_buckets|evaluate|export|"
                       r"metrics|optim|batch|validate|loader|schema|cli_args|evaluator|benchmark|report|synthetic_math|"
                       r"parent_death|forkserver_preload|main|init|cpu_shims|log|spec|step_metrics)\b"

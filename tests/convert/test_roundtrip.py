@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from distributed import run_torchrun
-from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
-from prefix_rft_megatron.convert.hf_io import HFCheckpointReader
+from prefix_rft_megatron.checkpoint_io.dist_ckpt import CheckpointReader
+from prefix_rft_megatron.checkpoint_io.hf_io import HFCheckpointReader
 from prefix_rft_megatron.convert.hf_to_megatron import convert_hf_to_megatron
 from prefix_rft_megatron.convert.megatron_to_hf import convert_megatron_to_hf
 from tiny_models import VARIANTS

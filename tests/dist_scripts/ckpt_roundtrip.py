@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from prefix_rft_megatron.convert.hf_io import HFCheckpointReader
+from prefix_rft_megatron.checkpoint_io.hf_io import HFCheckpointReader
 from prefix_rft_megatron.convert.hf_to_megatron import convert_hf_to_megatron
 from prefix_rft_megatron.convert.megatron_to_hf import convert_megatron_to_hf
 from prefix_rft_megatron.model import ModelArch, build_gpt_model

@@ -16,7 +16,7 @@ from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedTensor
 from megatron.core.dist_checkpointing.strategies import filesystem_async
 
-from prefix_rft_megatron.model.dist_save import save_sharded
+from prefix_rft_megatron.checkpoint_io.dist_save import save_sharded
 from prefix_rft_megatron.parallel.init import destroy_parallel, initialize_parallel
 
 PR_GET_PDEATHSIG = 2

@@ -8,7 +8,7 @@ import sys
 
 import torch.distributed as dist
 
-from prefix_rft_megatron.model.compare import logits_diff
+from prefix_rft_megatron.convert.compare import logits_diff
 from prefix_rft_megatron.parallel.init import destroy_parallel, initialize_parallel
 
 out, seq_len, *models = sys.argv[1:]

@@ -127,7 +127,7 @@ if __name__ == "__main__":
     import torch
     import torch.distributed as dist
 
-    from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
+    from prefix_rft_megatron.checkpoint_io.dist_ckpt import CheckpointReader
     from prefix_rft_megatron.model import ModelArch, build_gpt_model
     from prefix_rft_megatron.model.load import CheckpointLayoutError
     from prefix_rft_megatron.parallel.init import destroy_parallel, initialize_parallel

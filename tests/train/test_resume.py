@@ -13,7 +13,7 @@ import psutil
 import torch
 
 from train_runs import read_run_metrics, train_args, wait_for
-from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
+from prefix_rft_megatron.checkpoint_io.dist_ckpt import CheckpointReader
 
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from distributed import REPO, run_torchrun
 from train_runs import train_args
-from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
+from prefix_rft_megatron.checkpoint_io.dist_ckpt import CheckpointReader
 
 STEPS = 4
 RESUME_AT = 2

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from train_runs import train_args
-from prefix_rft_megatron.convert.dist_ckpt import CheckpointReader
-from prefix_rft_megatron.convert.hf_io import HFCheckpointReader
+from prefix_rft_megatron.checkpoint_io.dist_ckpt import CheckpointReader
+from prefix_rft_megatron.checkpoint_io.hf_io import HFCheckpointReader
 from prefix_rft_megatron.data import load_tokenizer
 from prefix_rft_megatron.data.config import resolve_path
 from prefix_rft_megatron.evaluation.cli import main as eval_main

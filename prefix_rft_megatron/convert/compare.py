@@ -46,7 +46,7 @@ def main(argv=None) -> int:
             if args.tp * args.pp == 1:
                 return _compare(parse_args(rest), tol)
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   "--nproc-per-node", str(args.tp * args.pp), "-m", "prefix_rft_megatron.model.compare", *rest]
+                   "--nproc-per-node", str(args.tp * args.pp), "-m", "prefix_rft_megatron.convert.compare", *rest]
             return subprocess.call(cmd)
     return _compare(args, tol)
 
