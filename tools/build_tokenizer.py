@@ -1,9 +1,9 @@
 """Train the small byte-level BPE tokenizer that ships with the repository (no hub download at run time).
 
-    python tools/build_tokenizer.py [--data prefix_rft_megatron/assets/math]
-                                    [--out prefix_rft_megatron/assets/tokenizer] [--vocab-size 1024]
+    python tools/build_tokenizer.py [--data DIR] [--out prefix_rft_megatron/assets/tokenizer] [--vocab-size 1024]
 
-Trained on the bundled generated math text (problems, solutions, the prompt template). Byte-level, so any UTF-8 text
+Trained on generated math text (problems, solutions, the prompt template): `tools/make_math_dataset.py`'s output, in
+DIR or, by default, written to a temporary directory first. Byte-level, so any UTF-8 text
 encodes and decodes back exactly (LaTeX from other datasets included, just in more tokens). Numbers are split into
 single digits, a leading space kept with the first one (` 47` -> ` 4`, `7`), as Llama/Qwen tokenizers do: a small model
 then learns digit arithmetic instead of memorising number tokens. Special tokens, in id order from 0:
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -101,11 +102,18 @@ def save(tok: Tokenizer, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=ASSETS / "math")
+    ap.add_argument("--data", type=Path, default=None, help="make_math_dataset.py's output (default: generate it)")
     ap.add_argument("--out", type=Path, default=ASSETS / "tokenizer")
     ap.add_argument("--vocab-size", type=int, default=1024)
     args = ap.parse_args()
-    tok = build(corpus(args.data), args.vocab_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data
+        if data is None:
+            import make_math_dataset
+
+            data = Path(tmp) / "math"
+            make_math_dataset.main(["--out", str(data)])
+        tok = build(corpus(data), args.vocab_size)
     save(tok, args.out)
     print(f"{args.out}: vocab {tok.get_vocab_size()}, special "
           f"{ {t: tok.token_to_id(t) for t in SPECIAL} }")

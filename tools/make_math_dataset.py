@@ -1,6 +1,8 @@
-"""Write the bundled arithmetic dataset (see `prefix_rft_megatron/data/synthetic_math.py` for its distribution).
+"""Write the generated arithmetic text the bundled tokenizer is trained on (see
+`prefix_rft_megatron/data/synthetic_math.py` for its distribution). Not shipped: `tools/build_tokenizer.py` writes it
+to a temporary directory; the demo's task is `assets/math_chain` (`python -m prefix_rft_megatron.demo --make-data`).
 
-    python tools/make_math_dataset.py [--out prefix_rft_megatron/assets/math] [--seed 1234]
+    python tools/make_math_dataset.py [--out outputs/math] [--seed 1234]
 
 Deterministic: the same seed and sizes give byte-identical files. Splits are disjoint by problem text.
 
@@ -24,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from prefix_rft_megatron.data.synthetic_math import Problem, generate  # noqa: E402
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "prefix_rft_megatron" / "assets" / "math"
+DEFAULT_OUT = Path("outputs/math")
 
 
 def _write(path: Path, rows: list[dict]) -> None:
@@ -44,7 +46,7 @@ def _bench(problems: list[Problem]) -> list[dict]:
     return [{"problem": p.problem, "answer": p.answer} for p in problems]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--seed", type=int, default=1234)
@@ -52,7 +54,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=300)
     ap.add_argument("--pretrain", type=int, default=2000)
     ap.add_argument("--bench", type=int, default=100)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     # One draw for all in-distribution splits, then cut: disjointness by construction.
     n_id = args.train + args.eval + args.pretrain + args.bench

@@ -166,22 +166,3 @@ def generate(n: int, seed: int, mix: dict[str, float] | None = None, digits: int
         seen.add(p.problem)
         out.append(p)
     return out
-
-
-def shipped_problems() -> set[str]:
-    """Problem texts of every bundled split and benchmark file (prefix_rft_megatron/assets/math)."""
-    import json
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent / "assets" / "math"
-    out = set()
-    for path in sorted(root.rglob("*.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            out.update(json.loads(line)["problem"] for line in f if line.strip())
-    return out
-
-
-def more_pretraining(n: int, seed: int = 7) -> list[Problem]:
-    """`n` more worked problems from the training distribution, none of them in any bundled file: for a longer
-    pretraining SFT than `pretrain.jsonl` gives, without leaking the RL prompts or the held-out ones."""
-    return generate(n, seed=seed, exclude=shipped_problems())

@@ -1,5 +1,5 @@
-"""The shipped tokenizer and generated dataset: loadable offline, round-trip, regenerable byte for byte, and every
-worked solution verifies against its answer."""
+"""The shipped tokenizer and the bundled task (math_chain): loadable offline, round-trip, the tokenizer rebuilt byte
+for byte from its generated corpus, and every worked solution verifies against its answer."""
 
 import json
 import subprocess
@@ -14,15 +14,23 @@ from prefix_rft_megatron.data.synthetic_math import MIX, generate
 from prefix_rft_megatron.reward import RewardConfig, score_one
 
 REPO = Path(__file__).resolve().parents[2]
-MATH = ASSETS_DIR / "math"
+CHAIN = ASSETS_DIR / "math_chain"
 SPLITS = ["train.jsonl", "eval.jsonl", "pretrain.jsonl"]
-BENCH = ["bench/arith_id.jsonl", "bench/arith_ood.jsonl", "bench/fractions.jsonl"]
-EVAL = "bundled:math/eval.jsonl"
+EVAL = "bundled:math_chain/eval.jsonl"
 
 
-def rows(name):
-    with open(MATH / name, encoding="utf-8") as f:
+def rows(name, root=CHAIN):
+    with open(root / name, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The generated text the tokenizer is trained on (tools/make_math_dataset.py; not shipped)."""
+    out = tmp_path_factory.mktemp("corpus") / "math"
+    subprocess.run([sys.executable, "tools/make_math_dataset.py", "--out", str(out)], cwd=REPO, check=True,
+                   capture_output=True)
+    return out
 
 
 def test_tokenizer_loads_offline_with_its_special_tokens():
@@ -38,12 +46,13 @@ def test_tokenizer_loads_offline_with_its_special_tokens():
     assert all(not any(c.isdigit() for c in t.replace("Ġ", "")[1:]) for t in tok.get_vocab())
 
 
-def test_tokenizer_round_trips_all_dataset_text(tokenizer):
+def test_tokenizer_round_trips_all_dataset_text(tokenizer, corpus):
     texts = []
     for name in SPLITS:
         texts += [t for r in rows(name) for t in (r["problem"], r["solution"], r["answer"])]
-    for name in BENCH:
-        texts += [t for r in rows(name) for t in (r["problem"], r["answer"])]
+        texts += [t for r in rows(name, corpus) for t in (r["problem"], r["solution"], r["answer"])]
+    for name in ("arith_id", "arith_ood", "fractions"):
+        texts += [t for r in rows(f"bench/{name}.jsonl", corpus) for t in (r["problem"], r["answer"])]
     texts += ["Ünïcode ∫ x² dx = \\frac{x^3}{3} + C 😀\t\r\n  two  spaces", "  lead and trail  ", ""]
     ids = tokenizer(texts, add_special_tokens=False).input_ids
     assert [tokenizer.decode(x) for x in ids] == texts
@@ -59,7 +68,7 @@ def test_dataset_token_ids_decode_to_template_and_solution(tokenizer):
             "\nPlease reason step by step, and put your final answer within \\boxed{}")
         assert e.demo_ids[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in e.demo_ids[:-1]
         assert tokenizer.decode(e.demo_ids[:-1]) == r["solution"]
-        assert 15 <= len(e.demo_ids) <= 60 and len(e.prompt_ids) <= 64
+        assert 10 <= len(e.demo_ids) <= 40 and len(e.prompt_ids) <= 32  # the demo's short chains
 
 
 def test_chat_template_option(tokenizer):
@@ -75,19 +84,10 @@ def test_chat_template_option(tokenizer):
         PromptDataset.from_files([EVAL], DataConfig(eos_token="<nope>"), tokenizer)
 
 
-def test_splits_are_disjoint_and_solutions_verify():
-    problems = {name: [r["problem"] for r in rows(name)] for name in SPLITS + BENCH}
-    assert {k: len(v) for k, v in problems.items()} == {
-        "train.jsonl": 2000, "eval.jsonl": 300, "pretrain.jsonl": 2000, "bench/arith_id.jsonl": 100,
-        "bench/arith_ood.jsonl": 100, "bench/fractions.jsonl": 50}
-    seen = set()
-    for name in SPLITS + BENCH[:2]:
-        assert not seen & set(problems[name]), name
-        seen |= set(problems[name])
-        assert len(set(problems[name])) == len(problems[name])
-    assert all(set(r) == {"problem", "answer"} for name in BENCH for r in rows(name))
+def test_solutions_verify():
+    assert {name: len(rows(name)) for name in SPLITS} == {"train.jsonl": 500, "eval.jsonl": 200, "pretrain.jsonl": 186}
     cfg = RewardConfig(num_workers=0)
-    sample = rows("eval.jsonl") + rows("train.jsonl")[::10]
+    sample = rows("eval.jsonl") + rows("train.jsonl")[::5]
     assert all(score_one(r["solution"], r["answer"], cfg).correct for r in sample)
     # and a wrong answer does not verify: the check above can fail
     assert not any(score_one(r["solution"], str(int(r["answer"]) + 1), cfg).correct for r in sample[:50])
@@ -100,24 +100,10 @@ def test_generator_is_deterministic_and_follows_the_mix():
     assert all(abs(counts[k] - MIX[k]) < 0.04 for k in MIX), counts
 
 
-def test_shipped_files_regenerate_byte_for_byte(tmp_path):
-    subprocess.run([sys.executable, "tools/make_math_dataset.py", "--out", str(tmp_path / "math")], cwd=REPO,
-                   check=True, capture_output=True)
-    subprocess.run([sys.executable, "tools/build_tokenizer.py", "--data", str(tmp_path / "math"), "--out",
-                    str(tmp_path / "tok")], cwd=REPO, check=True, capture_output=True)
-    for name in SPLITS + BENCH:
-        assert (tmp_path / "math" / name).read_bytes() == (MATH / name).read_bytes(), name
+def test_tokenizer_rebuilds_byte_for_byte(tmp_path):
+    subprocess.run([sys.executable, "tools/build_tokenizer.py", "--out", str(tmp_path / "tok")], cwd=REPO, check=True,
+                   capture_output=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / "tok" / name).read_bytes() == (ASSETS_DIR / "tokenizer" / name).read_bytes(), name
     total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file())
     assert total < 2 * 1024 * 1024
-
-
-def test_more_pretraining_is_disjoint_from_every_shipped_file():
-    from prefix_rft_megatron.data.synthetic_math import more_pretraining, shipped_problems
-
-    shipped = shipped_problems()
-    assert len(shipped) == 2000 + 300 + 2000 + 100 + 100 + 50
-    extra = more_pretraining(10000)
-    assert extra == more_pretraining(10000) and len({p.problem for p in extra}) == 10000
-    assert not shipped & {p.problem for p in extra}

@@ -13,7 +13,7 @@ from prefix_rft_megatron.model.tiny import build_hf_model, tiny_hf_config
 from prefix_rft_megatron.rollout import GenerateRequest, SamplingParams
 from prefix_rft_megatron.rollout.hf_engine import HFEngine
 
-BENCH = "bundled:math/bench/arith_id.jsonl"
+BENCH = "bundled:math_chain/eval.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,9 @@ def test_cli_writes_json_and_table(hf_dir, tmp_path, capsys):
                "eval.max_new_tokens=12", "eval.max_problems=5", "reward.num_workers=1"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "arith_id" in printed and "avg@3" in printed and "pass@3" in printed and "temperature=0.6" in printed
+    assert "eval" in printed and "avg@3" in printed and "pass@3" in printed and "temperature=0.6" in printed
     res = json.loads(out.read_text())
-    row = res["benchmarks"]["arith_id"]
+    row = res["benchmarks"]["eval"]
     assert row["num_problems"] == 5 and row["k"] == 3 and len(row["correct_per_problem"]) == 5
     assert 0.0 <= row["avg@3"] <= row["pass@3"] <= 1.0
     assert 1 <= row["mean_response_tokens"] <= 12
@@ -54,7 +54,7 @@ def test_cli_greedy_outputs_are_the_checkpoints(hf_dir, tmp_path):
     assert main(["--hf-dir", str(hf_dir), "--bench", BENCH, "--out", str(out), "eval.k=1", "eval.pass_k=[1]",
                  "eval.temperature=0", "eval.max_new_tokens=10", "eval.max_problems=4", "eval.save_samples=true",
                  "reward.num_workers=0"]) == 0
-    got = [s["response"] for s in json.loads(out.read_text())["benchmarks"]["arith_id"]["samples"]]
+    got = [s["response"] for s in json.loads(out.read_text())["benchmarks"]["eval"]["samples"]]
 
     tok = load_tokenizer(str(hf_dir))
     prompts = PromptEncoder(DataConfig(), tok).encode_prompts(list(load_benchmark(BENCH, max_problems=4).problems))

@@ -15,7 +15,7 @@ from prefix_rft_megatron.evaluation import EvalConfig, evaluate, format_table, l
 from prefix_rft_megatron.reward import RewardConfig
 from prefix_rft_megatron.rollout import Completion, RolloutEngine
 
-BENCH = "bundled:math/bench/fractions.jsonl"
+BENCH = "bundled:math_chain/eval.jsonl"
 WRONG = "12345"
 
 
@@ -76,7 +76,7 @@ def test_all_correct_is_100_percent(setup):
     assert all(p.n == 4 and p.temperature == 0.6 and p.top_p == 0.95 and p.max_new_tokens == 64 for p in params)
     assert len({p.seed for p in params}) == 12
     json.dumps(res)  # the results are JSON-serialisable
-    assert "fractions" in format_table(res)
+    assert "eval" in format_table(res)
 
 
 def test_all_wrong_is_0_percent(setup):
