@@ -1,7 +1,9 @@
 """Run a test body in N real processes with torchrun and the gloo backend.
 
-The body is a script under tests/dist_scripts/; it raises (non-zero exit) when a check fails. The launcher returns
-the combined output so the pytest failure shows what the ranks printed.
+The body is a script under tests/dist_scripts/. It measures and reports what each rank saw
+(`dist_scripts/results.py: report`); `run_torchrun_results` hands those records to the pytest test, which asserts
+them with its tolerances in view. A script that fails outright (non-zero exit) makes the launcher raise with the
+combined output of the ranks.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ SCRIPTS = Path(__file__).parent / "dist_scripts"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_torchrun(script: str, *args: str, nproc: int = 2, timeout: int = 600) -> str:
-    env = dict(os.environ)
+def run_torchrun(script: str, *args: str, nproc: int = 2, timeout: int = 600, env_extra: dict | None = None) -> str:
+    env = dict(os.environ, **(env_extra or {}))
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env.setdefault("OMP_NUM_THREADS", "1")
     env["PYTHONWARNINGS"] = "ignore"
@@ -30,3 +32,18 @@ def run_torchrun(script: str, *args: str, nproc: int = 2, timeout: int = 600) ->
     if proc.returncode != 0:
         raise AssertionError(f"torchrun {script} {' '.join(args)} failed (rc={proc.returncode}):\n{out[-6000:]}")
     return out
+
+
+def run_torchrun_results(script: str, *args: str, nproc: int = 2, timeout: int = 600) -> list[dict]:
+    """Run `script` like `run_torchrun`; return what each rank reported, in rank order."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as results:
+        log = run_torchrun(script, *args, nproc=nproc, timeout=timeout, env_extra={"DIST_RESULTS_DIR": results})
+        out = []
+        for rank in range(nproc):
+            path = Path(results) / f"rank{rank}.json"
+            assert path.is_file(), f"rank {rank} of {script} reported nothing:\n{log[-3000:]}"
+            out.append(json.loads(path.read_text()))
+        return out
