@@ -93,7 +93,14 @@ def test_apply_prefix_keep_zeroes_only_dropped_prefix_tokens():
 
 def test_kept_set_independent_of_tp_dp_and_microbatching(algo_dist):
     """tests/dist_scripts/algo_prefix_mask_layout.py: TP=2 and DP=2 x micro-batch 1/2/4 vs TP=1, DP=1, one batch."""
-    assert algo_dist.two_ranks.count("prefix keep set identical across layouts: OK") == 2
+    for rank in range(2):
+        got = torch.load(algo_dist.out_dir / f"prefix_mask_rank{rank}.pt")
+        reference = got["reference"]
+        assert 0 < int(reference.sum()) < int(got["prefix"].sum())  # rho=0.2 keeps some, not all
+        assert {(c["tp"], c["dp"], c["micro_batch"]) for c in got["layouts"]} == {
+            (tp, dp, mbs) for tp, dp in ((2, 1), (1, 2)) for mbs in (1, 2, 4)}
+        for c in got["layouts"]:
+            assert torch.equal(c["keep"], reference[c["rows"]]), f"{c['tp']=} {c['dp']=} {c['micro_batch']=}"
 
 
 def _per_microbatch_reference(entropy, prefix, micro_batches, rho):

@@ -136,10 +136,14 @@ def test_reduce_metrics_sums_then_divides():
 def test_gradient_independent_of_microbatching_and_dp(algo_dist):
     """megatron forward_backward_func + DDP: DP=1 x micro-batch 1/4/8 and DP=2 x micro-batch 1/2/4, both scaling
     paths, against a plain-autograd reference of (1/N) sum_seq sum_t l_t / L_max."""
-    assert "recompute pass matches the reference" in algo_dist.one_rank
     grads = torch.load(algo_dist.out_dir / "dp1.pt")
     grads.update(torch.load(algo_dist.out_dir / "dp2.pt"))
     reference = grads.pop("reference")
+    # the recompute pass (forward only, micro-batches of 3, 3, 2) gives the autograd reference's log-probs and
+    # entropies: the same fp32 model on other micro-batch shapes, round-off of the matmuls only
+    rc = grads.pop("recompute")
+    torch.testing.assert_close(rc["logprobs"], rc["reference_logprobs"], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(rc["entropy"], rc["reference_entropy"], atol=2e-5, rtol=1e-5)
     assert max(float(g.abs().max()) for g in reference.values()) > 1e-3  # a gradient worth comparing
     assert len(grads) == 12
     for layout, g in grads.items():

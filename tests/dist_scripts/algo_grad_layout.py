@@ -111,10 +111,8 @@ if dp == 1:
         stored = forward_backward(
             forward_step_func=recompute_step, data_iterator=iter([{k: v[s] for k, v in batch.items()} for s in splits]),
             model=ddp, num_microbatches=3, seq_length=positions.size(1), micro_batch_size=3, forward_only=True)
-    # Same fp32 model on different micro-batch shapes: round-off of the matmuls only.
-    torch.testing.assert_close(torch.cat([d["logprobs"] for d in stored]), logp.detach(), atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.cat([d["entropy"] for d in stored]), ent.detach(), atol=2e-5, rtol=1e-5)
-    print("rank 0: recompute pass matches the reference log-probs and entropies", flush=True)
+    results["recompute"] = {"logprobs": torch.cat([d["logprobs"] for d in stored]), "reference_logprobs": logp.detach(),
+                            "entropy": torch.cat([d["entropy"] for d in stored]), "reference_entropy": ent.detach()}
 
 if layout.rank == 0:
     torch.save(results, out_path)

@@ -3,7 +3,12 @@
 The entropies come from `vocab_parallel_token_stats` on fixed logits (the same numbers every layout would produce
 from the same model), so the check covers the full path: vocab-parallel entropy -> DP gather -> exact threshold.
 Reference: TP=1, DP=1 (a process group of one rank), the whole step batch as one micro-batch. Needs 2 processes.
+argv: OUT_PATH; each rank saves the reference and every layout's kept mask of its rows (OUT_PATH with its rank before
+the suffix), for tests/algo/test_prefix_mask.py to compare.
 """
+
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -39,7 +44,7 @@ def keep_set(rows, mbs, tp_rank, tp, group=None):
 initialize_parallel(tp=1)
 solo = [dist.new_group([r]) for r in range(dist.get_world_size())][dist.get_rank()]  # DP "group" of one
 reference = keep_set(list(range(N)), N, 0, 1, group=solo)
-assert 0 < int(reference.sum()) < int(prefix.sum())
+result = {"reference": reference, "prefix": prefix, "layouts": []}
 
 for tp in (2, 1):
     layout = initialize_parallel(tp=tp)
@@ -49,11 +54,11 @@ for tp in (2, 1):
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     rows = list(range(dp_rank, N, dp))  # interleaved split: a DP rank's batch is not a contiguous block
     for mbs in (1, 2, 4):
-        got = keep_set(rows, mbs, tp_rank, tp)
-        assert torch.equal(got, reference[rows]), f"tp={tp} dp={dp} mbs={mbs}: kept set differs"
-    print(f"rank {layout.rank}: tp={tp} dp={dp} checked", flush=True)
+        result["layouts"].append({"tp": tp, "dp": dp, "micro_batch": mbs, "rows": rows,
+                                  "keep": keep_set(rows, mbs, tp_rank, tp)})
 # One process group for every layout (initialize_parallel rebuilds only megatron's groups): re-creating the default
 # group under torchrun's agent store is not supported.
-print("prefix keep set identical across layouts: OK", flush=True)
+out = Path(sys.argv[1])
+torch.save(result, out.with_name(f"{out.stem}_rank{dist.get_rank()}{out.suffix}"))
 if __name__ == "__main__":
     destroy_parallel()
