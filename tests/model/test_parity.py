@@ -35,8 +35,14 @@ def parity_runs(tiny_hf_models, tmp_path_factory):
 @pytest.mark.parametrize("variant", ["llama_untied", "qwen2_tied"])
 @pytest.mark.parametrize("tp,pp", LAYOUTS)
 def test_logits_match_hf(parity_runs, variant, tp, pp):
-    _, log = parity_runs[(variant, tp, pp)]
-    assert f"[tp={tp} pp={pp}] max|logit diff|" in log  # the script asserts the 1e-4 bound itself
+    got, _ = parity_runs[(variant, tp, pp)]
+    # fp32 on CPU, the same weights: matmul round-off only
+    assert float(got["diff/logits_vs_hf"]) <= 1e-4
+    assert float(got["diff/logprobs_vs_hf"]) <= 1e-4
+    assert float(got["diff/loss_vs_hf"]) <= 1e-5
+    # every gradient against HF autograd: fp32 sums over a few hundred terms
+    stages = [k for k in got if k.startswith("diff/grads_vs_hf/")]
+    assert len(stages) == pp and all(float(got[k]) <= 1e-5 for k in stages)
 
 
 @pytest.mark.parametrize("variant", ["llama_untied", "qwen2_tied"])
@@ -44,7 +50,7 @@ def test_logits_match_hf(parity_runs, variant, tp, pp):
 def test_loss_and_grads_equal_single_rank(parity_runs, variant, tp, pp):
     ref, _ = parity_runs[(variant, 1, 1)]
     got, _ = parity_runs[(variant, tp, pp)]
-    assert set(ref) == set(got)
+    assert {k for k in ref if not k.startswith("diff/")} == {k for k in got if not k.startswith("diff/")}
     assert torch.allclose(got["loss"], ref["loss"], rtol=0, atol=1e-6)
     grads = [k for k in ref if k.startswith("grad/")]
     assert len(grads) >= 39
