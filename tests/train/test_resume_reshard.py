@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from distributed import REPO, run_torchrun
+from distributed import REPO, run_torchrun_results
 from train_runs import train_args
 from prefix_rft_megatron.checkpoint_io.dist_ckpt import CheckpointReader
 
@@ -116,5 +116,34 @@ def test_loaded_state_is_the_saved_state_at_other_layouts(runs, tiny_policy, tmp
         f"{checkpoint(chain, 4)}@2x1",  # PP=2 -> TP=2
         f"{checkpoint(chain, 4)}@1x1",  # PP=2 -> PP=1 (DP=2)
     ]
-    log = run_torchrun("resume_reshard.py", str(tiny_policy), str(tmp_path), *jobs, nproc=2)
-    assert log.count("tensors bit-identical after re-save") == len(jobs), log[-3000:]
+    ranks = run_torchrun_results("resume_reshard.py", str(tiny_policy), str(tmp_path), *jobs, nproc=2)
+    for rank, got in enumerate(ranks):
+        assert len(got["jobs"]) == len(jobs)
+        previous = None
+        for r in got["jobs"]:
+            tag = r["tag"]
+            assert r["saved_step"] > 0, tag
+            for steps in (r["adam_steps"], r["dp_adam_steps"]):
+                # every parameter has its own Adam step tensor, equal to the count the checkpoint holds
+                assert steps["group"] == steps["param"] == [r["saved_step"]], (tag, steps)
+                assert steps["params"] > 1 and steps["own_tensors"], (tag, steps)
+            for key in ("resaved", "dp_resaved"):
+                cmp = r[key]
+                if rank != 0:
+                    assert cmp is None
+                    continue
+                # re-saved after loading at another layout: every tensor and the param groups bit-identical
+                assert cmp["only_in_one"] == [] and cmp["differ"] == [] and cmp["param_groups_equal"], (tag, key, cmp)
+                assert cmp["optimizer_kinds"] == ["exp_avg", "exp_avg_sq", "param"] and cmp["tensors"] > 20, tag
+            if previous is not None:
+                msg = r["previous_dp_refusal"]
+                if previous != [r["tp"], r["pp"]]:  # a dp_reshardable save of another TP/PP: one line, refused
+                    assert msg and "\n" not in msg and "dp_reshardable" in msg and "fully_reshardable" in msg, msg
+                    assert f"TP={previous[0]} PP={previous[1]}" in msg, msg
+                else:
+                    assert msg is None, msg
+            previous = [r["tp"], r["pp"]]
+            # a model padded to another vocabulary size: one line naming the make_vocab_size_divisible_by that fits
+            msg = r["vocab_refusal"]
+            assert msg and "\n" not in msg and "padded to 768 rows" in msg, msg
+            assert r["suggested_padding_rows"] == 768, (tag, msg)
