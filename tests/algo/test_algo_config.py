@@ -2,6 +2,7 @@
 
 import pytest
 from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 
 from prefix_rft_megatron.algo.config import AlgorithmConfig, MaskScope, ScheduleKind
 
@@ -25,7 +26,7 @@ def test_omegaconf_structured_with_dotlist_overrides():
     assert isinstance(cfg, AlgorithmConfig)
     assert cfg.prefix_mask.scope is MaskScope.MICROBATCH and cfg.schedule.kind is ScheduleKind.LINEAR
     assert cfg.loss.kl_coef == 0.1
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match=r"Invalid value 'everything', expected one of \[BATCH, MICROBATCH\]"):
         OmegaConf.merge(base, OmegaConf.from_dotlist(["prefix_mask.scope=everything"]))  # not an enum member
     with pytest.raises(ValueError, match="rho"):
         OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.from_dotlist(["prefix_mask.rho=0"])))
