@@ -5,9 +5,11 @@ is downloaded. Weights arrive through `update_weights` in the same HF-layout buc
 
 Sampling is a loop over tokens with the KV cache, written here (not `generate`) so that the returned log-probs are
 exactly the ones the trainer defines: `log_softmax(logits.float() / temperature)` over the full vocabulary, before
-top-p truncation (SGLang 0.5.23's convention, see `types`). Every sample draws from its own `torch.Generator` seeded
-with `derive_seed(request seed, sample index)`, one uniform per token, and prompts are left-padded with an attention
-mask and explicit position ids, so a request's samples do not depend on what else is in the batch.
+top-p truncation (SGLang 0.5.23's convention, see `types`). The whole batch samples at once: the uniform that draws
+token t of a sample is the t-th output of a splitmix64 stream seeded with `derive_seed(request seed, sample index)`
+(counter-based, so no generator object per sample), prompts are left-padded with an attention mask and explicit
+position ids, and finished samples leave the batch (and their KV cache rows) at once; so a request's samples do not
+depend on what else is in the batch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
+import numpy as np
 import torch
 
 from .engine import RolloutEngine, WeightBucket
@@ -67,30 +70,46 @@ def eos_ids_of(config) -> List[int]:
     return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
 
-def sample_token(logits: torch.Tensor, params: SamplingParams, generator: Optional[torch.Generator]):
-    """(token id, log-prob) for one row of next-token logits (shape [V]); the draw uses one uniform from `generator`.
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def counter_uniforms(seeds: Sequence[int], counters: Sequence[int]) -> torch.Tensor:
+    """float64 uniforms in [0, 1): element i is output number counters[i] (from 0) of the splitmix64 generator seeded
+    with seeds[i]. A pure function of (seed, counter): the draw of a sample's t-th token needs no state."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(seeds, dtype=np.uint64) + (np.asarray(counters, dtype=np.uint64) + np.uint64(1)) * _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) * 2.0**-53)
+
+
+def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tensor):
+    """(token ids [B], log-probs [B]) for next-token logits [B, V]; row b draws with uniforms[b] (float64 in [0, 1))
+    at temperature[b] (0: greedy) and nucleus top_p[b]. Every operation works row by row, so a row's result does not
+    depend on the other rows.
 
     Top-p keeps the tokens whose cumulative probability *before* them (sorted descending) is <= top_p, as SGLang's
     torch sampler does; the draw is from the renormalised nucleus, the log-prob is from the full distribution."""
     logits = logits.float()
-    if params.temperature == 0.0:
-        logp = torch.log_softmax(logits, dim=-1)
-        tok = int(torch.argmax(logits))
-        return tok, float(logp[tok])
-    logp = torch.log_softmax(logits / params.temperature, dim=-1)
+    greedy = temperature == 0
+    t = torch.where(greedy, torch.ones_like(temperature), temperature).float()
+    logp = torch.log_softmax(logits / t[:, None], dim=-1)
     probs = logp.exp()
-    if params.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True, stable=True)
-        drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) > params.top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+    if bool((top_p < 1.0).any()):
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) > top_p[:, None].float()
+        probs = torch.zeros_like(probs).scatter_(1, order, sorted_p.masked_fill(drop, 0.0))
     cdf = torch.cumsum(probs, dim=-1)
-    u = torch.rand((), generator=generator, dtype=torch.float64).item()
-    tok = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])], dtype=cdf.dtype), right=True)[0])
-    tok = min(tok, probs.numel() - 1)
-    while probs[tok] == 0.0:  # only reachable through float rounding at the very top of the cdf
-        tok -= 1
-    return tok, float(logp[tok])
+    target = (uniforms * cdf[:, -1].double()).to(cdf.dtype)[:, None]
+    tok = torch.searchsorted(cdf, target, right=True)[:, 0].clamp(max=probs.shape[-1] - 1)
+    for b in torch.nonzero(probs.gather(1, tok[:, None])[:, 0] == 0.0).flatten().tolist():
+        while probs[b, tok[b]] == 0.0:  # only reachable through float rounding at the very top of the cdf
+            tok[b] -= 1
+    if bool(greedy.any()):
+        tok = torch.where(greedy, torch.argmax(logits, dim=-1), tok)
+        logp = torch.where(greedy[:, None], torch.log_softmax(logits, dim=-1), logp)
+    return tok, logp.gather(1, tok[:, None])[:, 0]
 
 
 @dataclass
@@ -161,7 +180,9 @@ class HFEngine(RolloutEngine):
         stops: List[Set[int]] = [
             set(r.params.stop_token_ids) | (set() if r.params.ignore_eos else set(self.eos_token_ids)) for r in rows
         ]
-        gens = [torch.Generator(device="cpu").manual_seed(r.seed) for r in rows]
+        temperature = torch.tensor([r.params.temperature for r in rows], dtype=torch.float32)
+        top_p = torch.tensor([r.params.top_p for r in rows], dtype=torch.float32)
+        seeds = [r.seed for r in rows]
         tokens: List[List[int]] = [[] for _ in rows]
         logps: List[List[float]] = [[] for _ in rows]
         reasons: List[Optional[str]] = [None] * B
@@ -170,32 +191,40 @@ class HFEngine(RolloutEngine):
         out = self.model(
             input_ids=input_ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True
         )
+        active = list(range(B))  # rows still generating, in batch order (the model's batch holds only these)
         next_pos = positions[:, -1] + 1
-        for _ in range(max(r.params.max_new_tokens for r in rows)):
-            logits = out.logits[:, -1, :].float().cpu()
-            step_tokens = torch.full((B,), self.pad_token_id, dtype=torch.long)
-            for i, r in enumerate(rows):
-                if reasons[i] is not None:
-                    continue  # finished rows keep riding along with a pad token; their outputs are ignored
-                tok, lp = sample_token(logits[i], r.params, gens[i])
+        step = 0
+        while True:
+            idx = torch.tensor(active)
+            toks, lps = sample_tokens(out.logits[:, -1, :].cpu(), temperature[idx], top_p[idx],
+                                      counter_uniforms([seeds[i] for i in active], [step] * len(active)))
+            still = []
+            for k, (i, tok, lp) in enumerate(zip(active, toks.tolist(), lps.tolist())):
                 tokens[i].append(tok)
                 logps[i].append(lp)
-                step_tokens[i] = tok
                 if tok in stops[i]:
                     reasons[i] = "stop"
-                elif len(tokens[i]) >= r.params.max_new_tokens:
+                elif len(tokens[i]) >= rows[i].params.max_new_tokens:
                     reasons[i] = "length"
-            if all(x is not None for x in reasons):
+                else:
+                    still.append(k)
+            if not still:
                 break
-            attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=dev)], dim=1)
+            if len(still) < len(active):  # finished rows leave the batch and the KV cache
+                keep = torch.tensor(still, device=dev)
+                cache.batch_select_indices(keep)
+                attn, next_pos, toks = attn[keep], next_pos[keep], toks[keep.cpu()]
+                active = [active[k] for k in still]
+            attn = torch.cat([attn, torch.ones((len(active), 1), dtype=attn.dtype, device=dev)], dim=1)
             out = self.model(
-                input_ids=step_tokens[:, None].to(dev),
+                input_ids=toks[:, None].to(dev),
                 attention_mask=attn,
                 position_ids=next_pos[:, None],
                 past_key_values=cache,
                 use_cache=True,
             )
             next_pos = next_pos + 1
+            step += 1
         return [Completion(tokens[i], logps[i], reasons[i]) for i in range(B)]  # type: ignore[arg-type]
 
     # ---- weights ----

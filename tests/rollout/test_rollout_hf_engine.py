@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from prefix_rft_megatron.rollout import GenerateRequest, GroupSpec, SamplingParams, generate_group, generate_groups
-from prefix_rft_megatron.rollout.hf_engine import HFEngine, build_hf_model, load_hf_config, sample_token
+from prefix_rft_megatron.rollout.hf_engine import (
+    HFEngine,
+    build_hf_model,
+    counter_uniforms,
+    load_hf_config,
+    sample_tokens,
+)
 
 TOL = 1e-5
 
@@ -95,14 +101,42 @@ def test_sample_token_frequencies_follow_temperature_and_top_p():
     keep = (torch.cumsum(p, 0) - p) <= top_p  # p is already sorted descending here
     expected = torch.where(keep, p, torch.zeros_like(p))
     expected = expected / expected.sum()
-    g = torch.Generator().manual_seed(0)
-    params = SamplingParams(temperature=T, top_p=top_p)
-    counts = collections.Counter(sample_token(logits, params, g)[0] for _ in range(n))
+    # n draws of one seed's stream, all in one batch: the counter-based uniforms must be uniform for this to hold
+    toks, lps = sample_tokens(logits.expand(n, -1), torch.full((n,), T), torch.full((n,), top_p),
+                              counter_uniforms([12345] * n, range(n)))
+    counts = collections.Counter(toks.tolist())
     freq = torch.tensor([counts[i] / n for i in range(5)])
     assert keep.tolist() == [True, True, True, False, False] and counts[3] == counts[4] == 0
     torch.testing.assert_close(freq, expected, atol=0.025, rtol=0)  # ~4 standard errors
-    tok, lp = sample_token(logits, SamplingParams(temperature=T, top_p=top_p), g)
-    assert lp == pytest.approx(float(torch.log_softmax(logits / T, -1)[tok]), abs=1e-6)
+    torch.testing.assert_close(lps, torch.log_softmax(logits / T, -1)[toks], atol=1e-6, rtol=0)
+
+
+def test_counter_uniforms_are_splitmix64_and_depend_only_on_seed_and_counter():
+    """The t-th output of splitmix64 (Steele et al.; the reference C code, written out in Python ints)."""
+    def splitmix64(seed, t):
+        z = (seed + (t + 1) * 0x9E3779B97F4A7C15) % 2**64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+        return ((z ^ (z >> 31)) >> 11) * 2.0**-53
+
+    seeds, counters = [0, 1, 2**63 - 1, 987654321] * 2, [0, 5, 7, 100000, 3, 0, 1, 2**40]
+    got = counter_uniforms(seeds, counters)
+    assert got.tolist() == [splitmix64(s, t) for s, t in zip(seeds, counters)]
+    assert bool(((got >= 0) & (got < 1)).all())
+    u = counter_uniforms([7] * 20000, range(20000))
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.var()) - 1 / 12) < 0.005
+
+
+def test_a_row_samples_the_same_whatever_the_other_rows():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 50, generator=g) * 3
+    T = torch.tensor([1.0, 0.7, 0.0, 1.3, 1.0, 0.5])
+    top_p = torch.tensor([1.0, 0.9, 1.0, 0.5, 0.2, 1.0])
+    u = counter_uniforms([11, 12, 13, 14, 15, 16], [4] * 6)
+    toks, lps = sample_tokens(logits, T, top_p, u)
+    for b in range(6):
+        t1, l1 = sample_tokens(logits[b:b + 1], T[b:b + 1], top_p[b:b + 1], u[b:b + 1])
+        assert t1.item() == toks[b].item() and l1.item() == lps[b].item()
 
 
 def test_stop_ids_eos_and_finish_reasons(tiny_config):
