@@ -38,6 +38,8 @@ setup(
         "gpu": ["sglang==0.5.23", "transformer-engine[pytorch]"],
         "wandb": ["wandb"],
         "test": ["pytest>=8"],
+        # benchmarks/bench_vs_trl.py: Hugging Face TRL's GRPOTrainer, the trainer it compares a step against
+        "bench": ["trl==1.16.0"],
     },
     entry_points={"console_scripts": ["prefix-rft=prefix_rft_megatron.cli:main"]},
 )

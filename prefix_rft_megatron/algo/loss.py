@@ -47,14 +47,19 @@ class LossInputs:
     """bool: response tokens that enter the loss (prefix and continuation; for sft the demonstration)."""
     advantages: torch.Tensor
     """float: per-token advantage, with the dropped prefix tokens already at 0 (prefix_mask.apply_prefix_keep)."""
-    old_logprobs: torch.Tensor
-    """float: log-probs recomputed by the trainer before the update, for all tokens (demonstration included)."""
+    old_logprobs: torch.Tensor | None
+    """float: log-probs recomputed by the trainer before the update, for all tokens (demonstration included). None:
+    the update is the step's only one, so the policy before it is the one being differentiated: the forward's own
+    detached log-probs stand in (ratio 1), as TRL does with one update per batch."""
     prefix_mask: torch.Tensor | None = None
     """bool: demonstration (off-policy) tokens; None = none (rft, sft)."""
     prefix_keep_mask: torch.Tensor | None = None
     """bool: prefix tokens kept by the entropy mask (metrics only; None = all prefix tokens kept)."""
     ref_logprobs: torch.Tensor | None = None
     """float: log-probs of the reference policy; needed when loss.kl_coef > 0."""
+    logprobs_out: list | None = None
+    """When a list: the loss function appends this micro-batch's detached log-probs [B, S] to it (the trainer's
+    engine-vs-trainer check when no recompute pass ran)."""
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: KLEstimator) -> torch.Tensor:
@@ -86,11 +91,12 @@ def token_losses(
     adv = inputs.advantages.float()
     metrics: dict[str, torch.Tensor] = {}
     kind = algorithm_spec(cfg).loss
+    old = (inputs.old_logprobs if inputs.old_logprobs is not None else logprobs.detach()).float()
 
     if kind == LossKind.CROSS_ENTROPY:
         loss = -logprobs
     else:
-        log_ratio = (logprobs - inputs.old_logprobs.float()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+        log_ratio = (logprobs - old).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
         ratio = torch.exp(log_ratio)
         pg_unclipped = -adv * ratio
         pg_clipped = -adv * ratio.clamp(1.0 - lc.clip_eps_low, 1.0 + lc.clip_eps_high)
@@ -111,7 +117,7 @@ def token_losses(
         metrics["pg/clipfrac_prefix"] = _sum_count(clipped.float(), kept & ppo_tokens)
         metrics["pg/dual_clipfrac"] = _sum_count(dual_clipped.float(), ppo_tokens)
         # k3 estimate of KL(pi_old || pi_theta) on the sampled tokens: how far the update has moved.
-        approx_kl = kl_penalty(inputs.old_logprobs.float(), logprobs, KLEstimator.K3)
+        approx_kl = kl_penalty(old, logprobs, KLEstimator.K3)
         metrics["kl/approx_old"] = _sum_count(approx_kl, response)
         if lc.entropy_coef > 0:
             bonus_tokens = on_policy if lc.entropy_exclude_prefix else response
@@ -174,6 +180,8 @@ def make_loss_func(
     def loss_func(output_tensor: torch.Tensor):
         logprobs, entropy = vocab_parallel_token_stats(output_tensor, inputs.target_ids, cfg.temperature)
         token_loss, metrics = token_losses(logprobs, entropy, inputs, cfg)
+        if inputs.logprobs_out is not None:
+            inputs.logprobs_out.append(logprobs.detach().float().cpu())
         raw = sequence_loss_sum(token_loss, cfg.loss.max_response_tokens)
         metrics["loss/per_sequence"] = torch.stack(
             [raw.detach(), torch.tensor(float(inputs.target_ids.size(0)), device=raw.device)]

@@ -20,6 +20,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # global grad-norm clip
     colocate: bool = True  # engines share the trainer's devices (memory released during training)
     eval_every: int = 50  # steps between evaluations on eval.benchmarks (0: only at the end)
+    # The pass that recomputes log-probs (and entropies) before the updates. auto: skipped when the step makes one
+    # update (mini_batch_prompts = prompts_per_step) and the algorithm needs no entropy or demonstration-token
+    # statistics before it (rft): the update's own forward gives the same log-probs. always: every step.
+    recompute: str = "auto"
 
     def __post_init__(self):
         if self.prompts_per_step % self.mini_batch_prompts:
@@ -33,6 +37,8 @@ class TrainConfig:
             raise ValueError(f"train.lr={self.lr}: must be > 0")
         if self.eval_every < 0:
             raise ValueError(f"train.eval_every={self.eval_every}: must be >= 0 (0: only at the end)")
+        if self.recompute not in ("auto", "always"):
+            raise ValueError(f"train.recompute={self.recompute!r}: not auto|always")
         if self.lr_warmup_steps < 0:
             raise ValueError(f"train.lr_warmup_steps={self.lr_warmup_steps}: must be >= 0")
 

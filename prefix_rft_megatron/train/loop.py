@@ -235,10 +235,12 @@ class Trainer:
         t_reward = time.perf_counter()
         batch = build_batch(rollouts, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=self._seq_multiple())
         advantages = self.advantages(batch)
-        old_logprobs, entropy = self.recompute(batch)
-        advantages, keep = self.prefix_mask(batch, advantages, entropy, step)
+        old_logprobs = keep = None
+        if self._needs_recompute():
+            old_logprobs, entropy = self.recompute(batch)
+            advantages, keep = self.prefix_mask(batch, advantages, entropy, step)
         t_recompute = time.perf_counter()
-        train_metrics = self.update(batch, advantages, old_logprobs, keep)
+        train_metrics, trainer_logprobs = self.update(batch, advantages, old_logprobs, keep)
         t_train = time.perf_counter()
         if self._offload_engine:
             hand_memory_back(self.engine)
@@ -246,7 +248,7 @@ class Trainer:
         t_sync = time.perf_counter()
         return {
             **rollout_metrics(batch.sequences, self.spec, algo.low_bound(self.cfg.algorithm.schedule, step)),
-            **self._logprob_gap(batch, old_logprobs),
+            **self._logprob_gap(batch, old_logprobs if old_logprobs is not None else trainer_logprobs),
             **train_metrics,
             "time/rollout": t_rollout - t0, "time/reward": t_reward - t_rollout,
             "time/recompute": t_recompute - t_reward, "time/train": t_train - t_recompute,
@@ -324,6 +326,14 @@ class Trainer:
             num_microbatches=len(micro), seq_length=seq_len, micro_batch_size=len(micro[0].input_ids),
             forward_only=forward_only)
 
+    def _needs_recompute(self) -> bool:
+        """train.recompute=auto skips the pass when the step's only update computes the same log-probs (before the
+        weights change) and nothing needs entropies or demonstration-token statistics before it."""
+        tc = self.cfg.train
+        one_update = tc.mini_batch_prompts == tc.prompts_per_step
+        return (tc.recompute == "always" or not one_update or self.spec.prefix_entropy_mask
+                or self.spec.loss_sees_demo_tokens)
+
     def recompute(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """The trainer's log-probs and entropies [N, S] of every token of this rank's rows, before any update (0 in
         the rows of other DP ranks, and everywhere on PP stages other than the last)."""
@@ -356,24 +366,28 @@ class Trainer:
             advantages = algo.apply_prefix_keep(advantages, batch.prefix_mask, keep)
         return advantages, keep
 
-    def update(self, batch, advantages, old_logprobs, keep) -> dict[str, float]:
-        """One optimizer update per mini-batch with the loss module (Dr. GRPO scaling over the global mini-batch)."""
+    def update(self, batch, advantages, old_logprobs, keep) -> tuple[dict[str, float], torch.Tensor | None]:
+        """One optimizer update per mini-batch with the loss module (Dr. GRPO scaling over the global mini-batch).
+        Without `old_logprobs` (no recompute pass) also returns the update forward's log-probs [N, S] (before the
+        weights changed), for the engine-vs-trainer check."""
         cfg = self.cfg
         device = self.layout.device
         demo_tokens = self.spec.loss_sees_demo_tokens
         per_mini = cfg.train.mini_batch_prompts * self.spec.group_size
         all_metrics, grad_norms = [], []
+        forward_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32) if old_logprobs is None else None
         for rows in self._rank_rows():
             mbs = self._micro_batches(rows)
-            micro = []
+            micro, captured = [], []
             for r in mbs:
                 inputs = algo.LossInputs(
                     target_ids=batch.target_ids[r].to(device),
                     response_mask=batch.response_mask[r].to(device),
                     advantages=advantages[r].to(device),
-                    old_logprobs=old_logprobs[r].to(device),
+                    old_logprobs=old_logprobs[r].to(device) if old_logprobs is not None else None,
                     prefix_mask=batch.prefix_mask[r].to(device) if demo_tokens else None,
                     prefix_keep_mask=keep[r].to(device) if (keep is not None and demo_tokens) else None,
+                    logprobs_out=captured if forward_logprobs is not None else None,
                 )
                 loss_func = algo.make_loss_func(inputs, cfg.algorithm, num_global_sequences=per_mini,
                                                 num_microbatches=len(mbs), data_parallel_size=self.layout.dp)
@@ -383,11 +397,14 @@ class Trainer:
             stats = optimizer_step(self.optimizer, self.scheduler)
             grad_norms.append(stats.grad_norm if stats.grad_norm is not None else float("nan"))
             all_metrics += out if parallel_state.is_pipeline_last_stage() else []
+            for r, lp in zip(mbs, captured):  # the loss functions ran in micro-batch order
+                forward_logprobs[r] = lp
         metrics = self._reduce_train_metrics(all_metrics)
         metrics["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
         metrics["train/lr"] = stats.lr
         metrics["train/updates"] = float(len(grad_norms))
-        return metrics
+        metrics["train/recomputed"] = float(old_logprobs is not None)
+        return metrics, forward_logprobs
 
     def _reduce_train_metrics(self, per_micro) -> dict[str, float]:
         """Loss-module metrics reduced over micro-batches and DP, then sent from the last PP stage to rank 0."""

@@ -54,3 +54,18 @@ def test_algorithm_runs_one_step(tiny_policy, tmp_path, name, overrides):
     if name == "prefix_rft":
         # top-rho (0.2) of the step's prefix tokens by entropy are trained; ties at the threshold may add a few
         assert 0.15 <= m["tokens/prefix_kept_share"] <= 0.3, m["tokens/prefix_kept_share"]
+
+
+def test_rft_with_one_update_skips_the_recompute_pass_and_trains_the_same(tiny_policy, tmp_path):
+    """train.recompute=auto drops the pass for rft with one update per step (the update's own forward has the same
+    log-probs); the step's losses, gradient norm and engine-vs-trainer log-prob check match a run that recomputes."""
+    common = ["algorithm.name=rft", "algorithm.num_prefixed=0", "train.mini_batch_prompts=4"]
+    skipped = run_one_step(tiny_policy, tmp_path / "auto", *common)
+    always = run_one_step(tiny_policy, tmp_path / "always", *common, "train.recompute=always")
+    assert (skipped["train/recomputed"], always["train/recomputed"], skipped["train/updates"]) == (0.0, 1.0, 1.0)
+    assert skipped["reward/mean"] == always["reward/mean"]  # the same rollouts
+    # fp32; the recompute pass and the update forward run the same micro-batches: round-off only
+    for key in ("loss/per_sequence", "train/grad_norm", "logprob_diff/mean", "logprob_diff/max", "kl/approx_old",
+                "entropy/on_policy"):
+        assert abs(skipped[key] - always[key]) <= 1e-5 * max(1.0, abs(always[key])), (key, skipped[key], always[key])
+    assert skipped["logprob_diff/tokens"] == always["logprob_diff/tokens"] > 0
