@@ -37,7 +37,8 @@ setup(
         # attach); transformer-engine: whatever matches the CUDA torch of the machine
         "gpu": ["sglang==0.5.23", "transformer-engine[pytorch]"],
         "wandb": ["wandb"],
-        "test": ["pytest>=8"],
+        # trl: the smoke test of benchmarks/bench_vs_trl.py runs both trainers (tests/benchmarks)
+        "test": ["pytest>=8", "trl==1.16.0"],
         # benchmarks/bench_vs_trl.py: Hugging Face TRL's GRPOTrainer, the trainer it compares a step against
         "bench": ["trl==1.16.0"],
     },

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,12 +52,20 @@ def _poll_tree(proc: subprocess.Popen, on_poll=None) -> int:
     return peak
 
 
-def build_inputs(out: Path, base: str | None, base_steps: int, threads: int) -> tuple[Path, Path]:
-    """(HF directory of the policy, a JSONL of the 16 prompts)."""
+def build_inputs(out: Path, base: str | None, base_steps: int, threads: int, tiny: bool = False) -> tuple[Path, Path]:
+    """(HF directory of the policy, a JSONL of the 16 prompts). `tiny`: a random policy of the demo base's shape
+    (no SFT), for the smoke test."""
     from prefix_rft_megatron import demo
     from prefix_rft_megatron.data.config import resolve_path
 
-    if base is None:
+    if tiny:
+        from prefix_rft_megatron.data import load_tokenizer
+        from prefix_rft_megatron.model.tiny import save_tiny_hf_model
+
+        tok = load_tokenizer("bundled:tokenizer")
+        hf = save_tiny_hf_model(out / "tiny_policy", seed=0, vocab_size=len(tok), **demo.BASE_MODEL)
+        tok.save_pretrained(hf)
+    elif base is None:
         hf, _ = demo.build_base(out, base_steps, [], threads)
     else:
         hf = Path(base)
@@ -86,7 +95,8 @@ def run_project(algo: str, hf: Path, prompts: Path, run_dir: Path, steps: int, m
         if not first_line and metrics.is_file() and metrics.read_text().count("\n") >= 1:
             first_line.append(time.perf_counter())
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # the watcher must not see an earlier run's metrics
+    run_dir.mkdir(parents=True)
     t0 = time.perf_counter()
     with open(run_dir / "bench.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
@@ -125,14 +135,16 @@ def trl_worker(hf: str, prompts: str, run_dir: str, steps: str, max_new: str, th
 
     torch.set_num_threads(int(threads))
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from prefix_rft_megatron.data import DataConfig, PromptDataset, load_tokenizer
     from prefix_rft_megatron.reward import RewardConfig, score_one
 
-    tok = AutoTokenizer.from_pretrained(hf)
-    ours = PromptDataset.from_files([prompts], DataConfig(), load_tokenizer(hf))
+    # the project's loader: AutoTokenizer would rebuild the bundled tokenizer as a Qwen2Tokenizer with another digit
+    # split (data/tokenizer.py: load_tokenizer), and TRL would sample from other prompt ids
+    tok = load_tokenizer(hf)
+    ours = PromptDataset.from_files([prompts], DataConfig(), tok)
     texts = [tok.decode(ex.prompt_ids, skip_special_tokens=True) for ex in ours]
     # TRL tokenizes the prompt text itself (with the tokenizer's special tokens): the same ids as the project's
     assert [tok(t)["input_ids"] for t in texts] == [list(ex.prompt_ids) for ex in ours], "prompt ids differ"
@@ -208,7 +220,10 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="HF directory of the policy (default: build the demo's base)")
     ap.add_argument("--base-steps", type=int, default=600, help="SFT steps of the base when it is built")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_vs_trl")
+    ap.add_argument("--tiny", action="store_true", help="smoke test: random policy, 1 run of 2 steps, 24 new tokens")
     args = ap.parse_args()
+    if args.tiny:
+        args.steps, args.runs, args.max_new_tokens = 2, 1, 24  # 24: the demonstrations (<= 22 tokens) must fit
     try:
         import trl
     except ImportError:
@@ -217,7 +232,7 @@ def main() -> None:
     import torch
 
     args.out.mkdir(parents=True, exist_ok=True)
-    hf, prompts = build_inputs(args.out, args.base, args.base_steps, args.threads)
+    hf, prompts = build_inputs(args.out, args.base, args.base_steps, args.threads, args.tiny)
     print(f"settings: model {hf}, {PROMPTS} prompts x {GROUP} samples, max_new_tokens {args.max_new_tokens}, "
           f"temperature 1.0, lr 3e-4, one update per step, fp32, {args.threads} threads, {args.steps} steps per run "
           f"(first untimed), {args.runs} alternating runs; torch {torch.__version__} "
