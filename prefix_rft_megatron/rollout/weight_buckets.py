@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import pickle
 from types import SimpleNamespace
 from typing import Iterable, Iterator, List, Sequence, Tuple
 
@@ -105,15 +106,21 @@ def _patch_cuda_ipc_reductions() -> None:
     monkey_patch_torch_reductions()  # pragma: no cover
 
 
-def serialize_for_ranks(obj, tp_size: int) -> List[str]:
-    """`obj` ForkingPickler-pickled and base64-encoded once per TP rank (SGLang's MultiprocessingSerializer
-    with output_str=True); separate pickles so each rank holds its own IPC references."""
+def serialize_for_ranks(obj, tp_size: int, by_value: bool = False) -> List[str]:
+    """`obj` pickled and base64-encoded once per TP rank (what SGLang's MultiprocessingSerializer.deserialize
+    reads); separate pickles so each rank holds its own IPC references.
+
+    ForkingPickler shares tensors instead of copying them: a CUDA tensor as a CUDA-IPC handle (the colocated GPU
+    path), a CPU tensor as a file descriptor of torch's shared memory, which only a process that torch's
+    multiprocessing connected can receive: an SGLang server, an unrelated process, rejects it (multiprocessing's
+    authentication digest) and its scheduler dies. `by_value` (CPU tensors) uses the plain pickler instead: the
+    bytes travel in the body, nothing is shared and nothing is left behind."""
     from multiprocessing.reduction import ForkingPickler
 
     out = []
     for _ in range(tp_size):
         buf = io.BytesIO()
-        ForkingPickler(buf).dump(obj)
+        (pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL) if by_value else ForkingPickler(buf)).dump(obj)
         out.append(base64.b64encode(buf.getvalue()).decode("ascii"))
     return out
 
@@ -125,11 +132,13 @@ def tensor_update_body(
 
     Build a fresh body per server (and per call): every deserialisation consumes its own IPC references (a CPU
     tensor's shared fd can be received once; a CUDA-IPC handle is reference-counted per pickle), so one serialized
-    payload must never be sent twice. Keep `flat` alive until the server has answered."""
+    payload must never be sent twice. Keep `flat` alive until the server has answered. A CPU tensor (SGLang's CPU
+    engine) travels by value (see serialize_for_ranks)."""
     if flat.is_cuda:
         _patch_cuda_ipc_reductions()
     body = {
-        "serialized_named_tensors": serialize_for_ranks({"flattened_tensor": flat, "metadata": list(meta)}, tp_size),
+        "serialized_named_tensors": serialize_for_ranks({"flattened_tensor": flat, "metadata": list(meta)}, tp_size,
+                                                        by_value=not flat.is_cuda),
         "load_format": "flattened_bucket",
         "flush_cache": flush_cache,
     }

@@ -40,6 +40,11 @@ SGLANG_ALLOWED_GLOBALS = {
     ("torch.multiprocessing.reductions", "rebuild_storage_filename"),
     ("torch.multiprocessing.reductions", "rebuild_typed_storage"),
     ("multiprocessing.resource_sharer", "DupFd"),
+    # a CPU tensor pickled by value (weight_buckets.serialize_for_ranks): sglang 0.5.23 allows these too, and maps
+    # torch.storage._load_from_bytes to its own weights-only torch.load
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch.storage", "_load_from_bytes"),
 }
 
 

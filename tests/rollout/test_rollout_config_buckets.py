@@ -79,7 +79,16 @@ def test_payload_bodies():
     flat, meta = flatten_bucket(named)
     body = tensor_update_body(flat, meta, tp_size=4, weight_version="12")
     assert set(body) == {"serialized_named_tensors", "load_format", "flush_cache", "weight_version"}
-    assert len(body["serialized_named_tensors"]) == 4 and len(set(body["serialized_named_tensors"])) == 4
+    assert len(body["serialized_named_tensors"]) == 4
+    # a CPU tensor travels by value (a shared-memory fd would be refused by an unrelated process: the server):
+    # each rank's payload unpickles, with the standard unpickler SGLang uses, to the same bytes and metadata
+    import base64
+    import pickle
+
+    for payload in body["serialized_named_tensors"]:
+        got = pickle.loads(base64.b64decode(payload))
+        assert torch.equal(got["flattened_tensor"], flat) and [m.name for m in got["metadata"]] == ["w", "v"]
+        assert not got["flattened_tensor"].is_shared()
     dbody, dflat = distributed_update_payload(named, "g", flush_cache=True)
     assert dbody == {"names": ["w", "v"], "dtypes": ["float32", "float32"], "shapes": [[4, 4], [4]], "group_name": "g",
                      "load_format": "flattened_bucket", "flush_cache": True}  # fmt: skip
