@@ -13,7 +13,9 @@ TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+SGLANG_VENV ?= .venv-sglang
+
+.PHONY: setup demo test test-sglang sglang-env bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +36,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The engine tier: the project's SGLang client and trainer against a real sglang 0.5.23 server on CPU (its own venv,
+# tools/sglang_cpu/build_env.sh: a CPU test harness, never for GPU machines).
+sglang-env:
+	PYTHON=$(PYTHON) bash tools/sglang_cpu/build_env.sh $(SGLANG_VENV)
+
+test-sglang: $(STAMP) sglang-env
+	PREFIX_RFT_SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(PY) -m pytest -q tests/engine
 
 bench: $(STAMP)
 	$(PY) tools/bench_convert.py

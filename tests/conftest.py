@@ -11,6 +11,10 @@ logging.getLogger("megatron").setLevel(logging.WARNING)
 
 import pytest
 
+# The engine tier (a real SGLang server in its own environment) runs under `make test-sglang`, which names that
+# environment's interpreter; the unit suite leaves it out.
+collect_ignore = [] if os.environ.get("PREFIX_RFT_SGLANG_PYTHON") else ["engine"]
+
 
 @pytest.fixture(scope="session")
 def tiny_hf_models(tmp_path_factory):

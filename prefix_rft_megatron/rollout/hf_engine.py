@@ -178,7 +178,7 @@ class HFEngine(RolloutEngine):
             attn[i, T - len(r.input_ids) :] = 1
         positions = (attn.cumsum(-1) - 1).clamp(min=0)  # each row's positions start at 0 at its first real token
         stops: List[Set[int]] = [
-            set(r.params.stop_token_ids) | (set() if r.params.ignore_eos else set(self.eos_token_ids)) for r in rows
+            set() if r.params.ignore_eos else set(r.params.stop_token_ids) | set(self.eos_token_ids) for r in rows
         ]
         temperature = torch.tensor([r.params.temperature for r in rows], dtype=torch.float32)
         top_p = torch.tensor([r.params.top_p for r in rows], dtype=torch.float32)

@@ -40,7 +40,9 @@ class SamplingParams:
     max_new_tokens: int = 128  # sampled tokens per sample, at most
     stop_token_ids: Tuple[int, ...] = ()  # ends a sample (the stop token is kept in the output), besides EOS
     seed: Optional[int] = None  # None: drawn from torch's global generator (reproducible under torch.manual_seed)
-    ignore_eos: bool = False  # do not stop on the model's EOS ids (stop_token_ids still stop)
+    # no token ends a sample, neither EOS nor stop_token_ids: SGLang 0.5.23's meaning (Req._check_token_based_finish
+    # returns before it looks at either), which the HF engine follows; for fixed-length benchmark runs
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 1:

@@ -157,6 +157,9 @@ def test_stop_ids_eos_and_finish_reasons(tiny_config):
     ignored = eos_eng.generate([GenerateRequest([5, 6, 7], no_eos)])[0]
     assert all(c.finish_reason == "length" and len(c.token_ids) == 40 for c in ignored)
     assert any(set(c.token_ids) & set(stops) for c in ignored)
+    # ignore_eos ignores stop_token_ids too, as SGLang 0.5.23 does (tests/engine checks the real server)
+    both = SamplingParams(n=3, max_new_tokens=40, seed=1, ignore_eos=True, stop_token_ids=tuple(stops))
+    assert [c.token_ids for c in eng.generate([GenerateRequest([5, 6, 7], both)])[0]] == [c.token_ids for c in ignored]
 
 
 def test_prefixed_group_keeps_prefix_out_of_the_response(tiny_config):

@@ -208,7 +208,9 @@ def test_colocated_weight_update_sequence_and_payloads(stub_servers):
         eng.shutdown()
 
 
-def test_in_place_pause_skips_the_cache_flush(stub_server):
+def test_in_place_pause_flushes_the_cache_before_the_next_generate(stub_server):
+    """In-flight requests refuse a flush during an in_place update; the radix cache still holds the old weights'
+    prefixes, so the flush comes before the next generate (a real server otherwise serves stale KV: tests/engine)."""
     eng = attach([stub_server], pause_mode="in_place")
     try:
         eng.update_weights([_state()[:1]])
@@ -217,6 +219,10 @@ def test_in_place_pause_skips_the_cache_flush(stub_server):
                        "/end_weight_update", "/continue_generation"]  # fmt: skip
         assert _body(stub_server, "/pause_generation") == {"mode": "in_place"}
         assert "weight_version" not in _body(stub_server, "/update_weights_from_tensor")
+        for _ in range(2):
+            eng.generate([GenerateRequest([1, 2], SamplingParams(max_new_tokens=2, seed=1))])
+        seq = [p for m, p, b in stub_server.requests if p not in SETUP_PATHS]
+        assert seq[5:] == ["/flush_cache", "/generate", "/generate"]  # once, before the first generate
     finally:
         eng.shutdown()
 

@@ -58,6 +58,7 @@ class SGLangEngine(RolloutEngine):
         self._rr = 0
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(cfg.max_concurrent_requests, len(self.clients) + 1))
+        self._flush_before_generate = False
         self.transport = (TensorTransport(cfg.tp_size) if cfg.weight_sync == "tensor" else
                           DistributedTransport(cfg, update_group_factory, broadcast))
         self._closed = False
@@ -137,6 +138,9 @@ class SGLangEngine(RolloutEngine):
                 self._inflight[i] -= 1
 
     def generate(self, requests: Sequence[GenerateRequest]) -> List[List[Completion]]:
+        if self._flush_before_generate:  # after an in_place update, once this client's requests have finished
+            self._all("/flush_cache")
+            self._flush_before_generate = False
         futures = []
         for req in requests:
             p = req.params
@@ -187,6 +191,10 @@ class SGLangEngine(RolloutEngine):
             self._all("/end_weight_update", {}, retry=False)
             if cfg.pause_mode != "in_place":
                 self._all("/flush_cache")
+            else:
+                # the requests kept running refuse a flush now, but the radix cache must not serve the old
+                # weights' KV to new requests (measured: a real server then generates from stale prefixes)
+                self._flush_before_generate = True
         except BaseException as e:
             raise SGLangError(
                 f"weight update (version {wv or '-'}) failed; servers {self.urls} are left paused with partially "

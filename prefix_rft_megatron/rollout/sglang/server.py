@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from ...process.parent_death import set_parent_death_signal
 from ..config import RolloutConfig
 
 
@@ -36,8 +37,15 @@ def build_server_command(cfg: RolloutConfig, index: int) -> List[str]:
     return cmd
 
 
+def _die_with_launcher() -> None:
+    """In the forked child, before exec: SIGKILL when the launcher ends (Linux; elsewhere nothing)."""
+    set_parent_death_signal(signal.SIGKILL)
+
+
 class ServerProcess:
-    """A launched server: its own process group (SGLang forks scheduler/detokenizer workers), output to a log file."""
+    """A launched server: its own process group (SGLang forks scheduler/detokenizer workers), output to a log file.
+    It is armed to receive SIGKILL when the process that launched it ends, however it ends (a SIGKILLed trainer
+    included); sglang's own workers die with it (their kill_itself_when_parent_died)."""
 
     def __init__(self, cmd: Sequence[str], log_path: Path, env: Optional[Dict[str, str]] = None):
         self.cmd = list(cmd)
@@ -45,7 +53,8 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            self.cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            preexec_fn=_die_with_launcher,
         )
 
     def returncode(self) -> Optional[int]:

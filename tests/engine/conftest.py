@@ -1,0 +1,39 @@
+"""The engine tier: the project's SGLang client, and the trainer, against a REAL sglang 0.5.23 server on CPU.
+
+Runs under `make test-sglang` (which builds the server's own environment with tools/sglang_cpu/build_env.sh, a CPU
+test harness) with PREFIX_RFT_SGLANG_PYTHON naming that environment's interpreter; the unit suite leaves this
+directory out (tests/conftest.py). One server for the module, launched through the project's own launcher.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SGLANG_PYTHON = os.environ.get("PREFIX_RFT_SGLANG_PYTHON", "")
+# sglang's CPU engine and the paths it has on a CPU without AMX (the overlap scheduler and CUDA graphs are GPU
+# features; without --sleep-on-idle the idle scheduler spins a core)
+os.environ["SGLANG_USE_CPU_ENGINE"] = "1"
+CPU_SERVER_ARGS = ["--device", "cpu", "--attention-backend", "torch_native", "--sampling-backend", "pytorch",
+                   "--disable-overlap-schedule", "--sleep-on-idle"]
+
+
+def cpu_server_overrides(port: int) -> dict:
+    """rollout.* keys that launch a CPU server from the trainer (`prefix-rft train ... rollout.engine=sglang`)."""
+    return {"rollout.engine": "sglang", "rollout.server_python": SGLANG_PYTHON, "rollout.dtype": "float32",
+            "rollout.base_port": str(port), "rollout.extra_server_args": "[" + ",".join(CPU_SERVER_ARGS) + "]",
+            "rollout.health_timeout_s": "300", "rollout.enable_memory_saver": "false", "train.colocate": "true"}
+
+
+@pytest.fixture(scope="session")
+def policy(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 over the bundled tokenizer (HF directory with safetensors and tokenizer)."""
+    from prefix_rft_megatron.data import load_tokenizer
+    from prefix_rft_megatron.model.tiny import save_tiny_hf_model
+
+    tok = load_tokenizer("bundled:tokenizer")
+    path = save_tiny_hf_model(tmp_path_factory.mktemp("policy") / "hf", family="qwen2", tie_word_embeddings=True,
+                              vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, seed=0)
+    tok.save_pretrained(path)
+    return path
