@@ -14,6 +14,7 @@ from prefix_rft_megatron.rollout.sglang import (
     HTTPClient,
     SGLangEngine,
     SGLangError,
+    SGLangVersionError,
     ServerProcess,
     build_server_command,
     generate_payload,
@@ -378,9 +379,10 @@ def test_server_version_checked_on_attach(stub_server, version, ok):
     if ok:
         attach([stub_server]).shutdown()
         return
-    with pytest.raises(SGLangError, match=f"runs sglang {version}; this client is written for sglang 0.5.23") as e:
+    with pytest.raises(SGLangVersionError, match=f"runs sglang {version}; this client is written for sglang 0.5.23") as e:
         attach([stub_server])
     assert len(str(e.value).splitlines()) == 1
+    assert isinstance(e.value, ValueError)  # a user's install: `prefix-rft train` reports it in one line
 
 
 def test_update_group_address_found_from_the_route_to_the_servers(stub_servers):

@@ -36,10 +36,10 @@ Weight-update sequence: pause -> begin -> buckets -> end -> flush_cache -> conti
 mode, where running requests keep their KV cache and SGLang refuses the flush).
 """
 
-from .client import HTTPClient, SGLangError
+from .client import HTTPClient, SGLangError, SGLangVersionError
 from .engine import SGLangEngine
 from .payloads import SGLANG_API_VERSION, api_version_matches, generate_payload, parse_generate_response
 from .server import ServerProcess, build_server_command
 
-__all__ = ["HTTPClient", "SGLANG_API_VERSION", "SGLangEngine", "SGLangError", "ServerProcess", "api_version_matches",
+__all__ = ["HTTPClient", "SGLANG_API_VERSION", "SGLangEngine", "SGLangError", "SGLangVersionError", "ServerProcess", "api_version_matches",
            "build_server_command", "generate_payload", "parse_generate_response"]

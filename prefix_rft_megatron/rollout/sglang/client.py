@@ -19,6 +19,10 @@ class SGLangError(RuntimeError):
     """An SGLang server refused or failed a request (not retried)."""
 
 
+class SGLangVersionError(SGLangError, ValueError):
+    """The server runs another sglang release than the client speaks (a user's install: one line, no traceback)."""
+
+
 class HTTPClient:
     """JSON over HTTP to one server, with retries and exponential backoff for transient failures."""
 

@@ -19,7 +19,7 @@ from ..config import RolloutConfig
 from ..engine import RolloutEngine, WeightBucket
 from ..types import Completion, GenerateRequest
 from ..weight_buckets import rebucket
-from .client import HTTPClient, SGLangError
+from .client import HTTPClient, SGLangError, SGLangVersionError
 from .distributed_transport import DistributedTransport
 from .payloads import SGLANG_API_VERSION, api_version_matches, generate_payload, parse_generate_response
 from .server import ServerProcess, build_server_command
@@ -105,7 +105,7 @@ class SGLangEngine(RolloutEngine):
         for c in self.clients:
             version = str((c.get("/server_info") or {}).get("version", "unknown"))
             if not api_version_matches(version):
-                raise SGLangError(
+                raise SGLangVersionError(
                     f"SGLang server {c.url} runs sglang {version}; this client is written for sglang "
                     f"{SGLANG_API_VERSION}'s HTTP API (install sglang=={SGLANG_API_VERSION} where the server runs)")
 
