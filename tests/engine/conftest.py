@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny_models import make_tiny_policy
+
 SGLANG_PYTHON = os.environ.get("PREFIX_RFT_SGLANG_PYTHON", "")
 # sglang's CPU engine and the paths it has on a CPU without AMX (the overlap scheduler and CUDA graphs are GPU
 # features; without --sleep-on-idle the idle scheduler spins a core)
@@ -28,12 +30,4 @@ def cpu_server_overrides(port: int) -> dict:
 @pytest.fixture(scope="session")
 def policy(tmp_path_factory) -> Path:
     """A tiny random Qwen2 over the bundled tokenizer (HF directory with safetensors and tokenizer)."""
-    from prefix_rft_megatron.data import load_tokenizer
-    from prefix_rft_megatron.model.tiny import save_tiny_hf_model
-
-    tok = load_tokenizer("bundled:tokenizer")
-    path = save_tiny_hf_model(tmp_path_factory.mktemp("policy") / "hf", family="qwen2", tie_word_embeddings=True,
-                              vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, seed=0)
-    tok.save_pretrained(path)
-    return path
+    return make_tiny_policy(tmp_path_factory.mktemp("policy") / "hf")
