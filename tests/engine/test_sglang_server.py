@@ -3,7 +3,9 @@ URL, generation with input_ids and log-probs against the HF engine on the same w
 the tensor weight update (pause -> begin -> buckets -> end -> flush -> continue) in every pause mode, memory release.
 
 Not here, because a CPU cannot run them: the colocated CUDA-IPC handles of `rollout.weight_sync=tensor` on GPUs (on
-CPU the same endpoint gets the tensor by value) and `rollout.weight_sync=distributed` (the servers join an NCCL group).
+CPU the same endpoint gets the tensor by value), `rollout.weight_sync=distributed` (the servers join an NCCL group),
+and seeded sampling: sglang honours `sampling_seed` only with --enable-deterministic-inference, which refuses the CPU
+attention backend (torch_native); the client's per-sample seeds are checked against the stand-in (tests/rollout).
 """
 
 import socket
