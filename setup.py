@@ -19,7 +19,7 @@ setup(
         # compat/ and the CPU shims are written against megatron-core 0.16 (and checked at import)
         "megatron-core>=0.16.1,<0.17",
         "omegaconf>=2.3",
-        "transformers>=4.50",
+        "transformers>=4.50,<5.40",  # the HF engine passes past_key_values, which 5.40 removes (deprecated in 5.24)
         "safetensors>=0.4",
         "math-verify>=0.7",
         "nemo-run>=0.11.1,<0.12",  # launch.recipes reads the dry run through NeMo-Run 0.11's objects
