@@ -1,13 +1,16 @@
 """Signals: a stop request that the training loop honours at a clean point, and a child that gets its parent's.
 
-`StopRequest` turns the first SIGINT / SIGTERM into a flag (the loop then saves and exits at the end of the step);
-a second one stops at once. `run_forwarding` runs a command (torchrun, relaunched by `prefix-rft train`) as a child
+`StopRequest` turns the first SIGINT / SIGTERM into a flag; the training loop checks it at its stop points (between
+stages, where no third-party code is half-way through a change) and raises `StopTraining` there. A second signal
+raises KeyboardInterrupt at once. Why not raise from the handler: an exception thrown into arbitrary code leaves it
+half-done; OmegaConf, interrupted while building a config, raises an AttributeError of its own instead (measured). `run_forwarding` runs a command (torchrun, relaunched by `prefix-rft train`) as a child
 that receives every SIGINT / SIGTERM / SIGHUP the parent gets and dies with it (PR_SET_PDEATHSIG), so stopping the
 wrapper never orphans torchrun and its workers.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from typing import Sequence
@@ -17,9 +20,18 @@ from prefix_rft_megatron.process.parent_death import set_parent_death_signal
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class StopTraining(BaseException):
+    """A stop request honoured (BaseException: no `except Exception` on the way swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class StopRequest:
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.signum: int | None = None
+        self.announce = announce  # say on stderr that the request was seen (rank 0)
         self._previous = {}
 
     def install(self) -> "StopRequest":
@@ -32,6 +44,9 @@ class StopRequest:
             signal.signal(signum, signal.SIG_DFL)
             raise KeyboardInterrupt
         self.signum = signum
+        if self.announce:  # os.write: a handler must not take the logging module's locks
+            os.write(2, f"{signal.Signals(signum).name}: stopping when the current stage of the step ends; "
+                        f"send it again to stop at once\n".encode())
 
     @property
     def requested(self) -> bool:

@@ -4,8 +4,9 @@ Under torchrun it runs as is; launched as a plain process with parallel.tp * par
 under `torchrun --standalone` with that many processes (data parallel size 1), forwarding SIGINT / SIGTERM to it.
 
 Every user-caused error, at start-up or mid-run, ends in one line on stderr (`error: ...`, from rank 0 only) and a
-non-zero exit code: 2 for a bad config, file or data, 130 / 143 when stopped by SIGINT (Ctrl-C) / SIGTERM. The
-last complete checkpoint stays as it was; the same command resumes from it. PREFIX_RFT_DEBUG=1 also prints the
+non-zero exit code: 2 for a bad config, file or data, 130 / 143 when stopped by SIGINT (Ctrl-C) / SIGTERM (the first
+one stops at the trainer's next stop point, between two stages of a step; a second one at once). The last complete
+checkpoint stays as it was; the same command resumes from it. PREFIX_RFT_DEBUG=1 also prints the
 traceback.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import signal
 import sys
 import traceback
 import warnings
@@ -23,20 +23,6 @@ from pathlib import Path
 # OS errors a user's machine causes (a full or read-only disk, a quota, permissions): one line, not a traceback
 USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
                errno.EISDIR, errno.EIO)
-
-
-class StopTraining(BaseException):
-    """SIGINT or SIGTERM arrived (BaseException: no `except Exception` on the way swallows it)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_stop(signum, frame):
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal ends the process at once
-        signal.signal(sig, signal.SIG_DFL)
-    raise StopTraining(signum)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -135,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
                "-m", "prefix_rft_megatron.cli", "train", *argv]
         return run_forwarding(cmd)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise_stop)
+    from prefix_rft_megatron.process.signals import StopRequest, StopTraining
     from prefix_rft_megatron.train.loop import Trainer
 
+    stop = StopRequest(announce=int(os.environ.get("RANK", "0")) == 0).install()
     trainer = None
     try:
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, stop=stop)
         trainer.run()
     except StopTraining as e:
         _say(f"stopped by {e}; {_resume_hint(cfg.logging.output_dir)}")

@@ -30,6 +30,7 @@ from prefix_rft_megatron.model.forward import mask_padded_vocab
 from prefix_rft_megatron.model.load import load_model_weights
 from prefix_rft_megatron.parallel.init import initialize_parallel
 from prefix_rft_megatron.process.lock import OutputDirLock
+from prefix_rft_megatron.process.signals import StopRequest, StopTraining
 from prefix_rft_megatron.rollout import GroupSpec, Rollout, build_engine, generate_groups
 from prefix_rft_megatron.sync.weight_sync import WeightSync
 from prefix_rft_megatron.train.batch import SequenceBatch, build_batch
@@ -50,8 +51,9 @@ class MicroBatch:
 class Trainer:
     """One training run. `__init__` runs the `_setup_*` builders in dependency order; `run` is the loop."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, stop: StopRequest | None = None):
         self.cfg = cfg
+        self.stop = stop  # a signal's stop request, honoured at `_stop_point`s
         self._closed = False
         self.lock = self.engine = self.scorer = self.metrics = None  # close() checks what a failed start built
         self.spec = algorithm_spec(cfg.algorithm)  # everything the loop needs to know about the algorithm
@@ -195,9 +197,24 @@ class Trainer:
 
     # ---- the loop ----
 
+    def _stop_point(self) -> None:
+        """Where a stop request is honoured: between stages, on every rank at once (one all-reduce of the signal
+        number, so no rank leaves while another waits for it in a collective)."""
+        if self.stop is None:
+            return
+        signum = self.stop.signum or 0
+        if dist.get_world_size() > 1:
+            flag = torch.tensor([signum], dtype=torch.int64,
+                                device=torch.cuda.current_device() if torch.cuda.is_available() else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item())
+        if signum:
+            raise StopTraining(signum)
+
     def run(self) -> None:
         tc = self.cfg.train
         self.resume()
+        self._stop_point()
         self.weight_sync.sync(version=self.start_step)  # the engine starts from exactly the trainer's weights
         bar = None
         if self.rank0 and self.cfg.logging.progress:
@@ -205,6 +222,7 @@ class Trainer:
 
             bar = tqdm(total=tc.steps, initial=self.start_step, desc=self.spec.name, unit="step")
         for step in range(self.start_step, tc.steps):
+            self._stop_point()
             metrics = self.train_step(step)
             last = step + 1 == tc.steps
             if self.cfg.eval.benchmarks and ((tc.eval_every and (step + 1) % tc.eval_every == 0) or last):
@@ -230,6 +248,7 @@ class Trainer:
         if self.rank0:
             self.reward(rollouts, examples)
         rollouts = _broadcast(rollouts)
+        self._stop_point()
         if self._offload_engine:
             self.engine.release_memory()  # colocated: the engines' weights and KV cache leave the GPU while we train
         t_reward = time.perf_counter()
@@ -240,6 +259,7 @@ class Trainer:
             old_logprobs, entropy = self.recompute(batch)
             advantages, keep = self.prefix_mask(batch, advantages, entropy, step)
         t_recompute = time.perf_counter()
+        self._stop_point()
         train_metrics, trainer_logprobs = self.update(batch, advantages, old_logprobs, keep)
         t_train = time.perf_counter()
         if self._offload_engine:
