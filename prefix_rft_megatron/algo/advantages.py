@@ -24,6 +24,11 @@ class SequenceAdvantages:
     generated: torch.Tensor
     """Used on the tokens the policy generated (the whole response, or a prefixed rollout's continuation)."""
 
+    def select(self, rows) -> "SequenceAdvantages":
+        """The advantages of some sequences (`rows`: indices), in that order."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return SequenceAdvantages(self.prefix[rows], self.generated[rows])
+
 
 def group_advantages(
     rewards: torch.Tensor,

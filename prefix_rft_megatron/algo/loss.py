@@ -60,6 +60,12 @@ class LossInputs:
     logprobs_out: list | None = None
     """When a list: the loss function appends this micro-batch's detached log-probs [B, S] to it (the trainer's
     engine-vs-trainer check when no recompute pass ran)."""
+    num_sequences: int | None = None
+    """Sequences in the micro-batch; None: one per row (a packed row holds several)."""
+
+    @property
+    def sequences(self) -> int:
+        return self.num_sequences if self.num_sequences is not None else self.target_ids.size(0)
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: KLEstimator) -> torch.Tensor:
@@ -137,7 +143,7 @@ def token_losses(
     metrics["tokens/prefix_kept_share"] = torch.stack([kept.sum().float(), prefix.sum().float()])
     metrics["advantage/mean"] = _sum_count(adv, response)
     metrics["advantage/sq_mean"] = _sum_count(adv * adv, response)
-    metrics["response/length"] = torch.stack([response.sum().float(), torch.tensor(float(response.size(0)))])
+    metrics["response/length"] = torch.stack([response.sum().float(), torch.tensor(float(inputs.sequences))])
     metrics["logprob/mean"] = _sum_count(logprobs, response)
     return loss, metrics
 
@@ -184,14 +190,14 @@ def make_loss_func(
             inputs.logprobs_out.append(logprobs.detach().float().cpu())
         raw = sequence_loss_sum(token_loss, cfg.loss.max_response_tokens)
         metrics["loss/per_sequence"] = torch.stack(
-            [raw.detach(), torch.tensor(float(inputs.target_ids.size(0)), device=raw.device)]
+            [raw.detach(), torch.tensor(float(inputs.sequences), device=raw.device)]
         )
         if calculate_per_token_loss:
             from megatron.core import parallel_state
 
             if parallel_state.model_parallel_is_initialized():
                 assert parallel_state.get_context_parallel_world_size() == 1, "per-sequence count needs cp=1"
-            num_seqs = torch.tensor(inputs.target_ids.size(0), dtype=torch.int, device=raw.device)
+            num_seqs = torch.tensor(inputs.sequences, dtype=torch.int, device=raw.device)
             return raw, num_seqs, metrics
         return raw * (num_microbatches * dp / num_global_sequences), metrics
 

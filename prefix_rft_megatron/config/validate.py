@@ -77,12 +77,13 @@ def check_training(cfg: Config, world_size: int) -> int:
     dp = world_size // (tp * pp)
     group = algorithm_spec(cfg.algorithm).group_size
     per_mini = cfg.train.mini_batch_prompts * group
-    unit = dp * cfg.train.micro_batch_size
-    if per_mini % unit:
-        raise ConfigError(
-            f"train: a mini-batch has {per_mini} sequences (train.mini_batch_prompts={cfg.train.mini_batch_prompts} "
-            f"x group {group}), not divisible by data-parallel size {dp} x train.micro_batch_size="
-            f"{cfg.train.micro_batch_size}")
+    head = (f"train: a mini-batch has {per_mini} sequences (train.mini_batch_prompts={cfg.train.mini_batch_prompts} "
+            f"x group {group}), not divisible by data-parallel size {dp}")
+    if cfg.train.max_tokens_per_micro_batch:  # micro-batches by token budget: only the DP split must be even
+        if per_mini % dp:
+            raise ConfigError(head)
+    elif per_mini % (dp * cfg.train.micro_batch_size):
+        raise ConfigError(f"{head} x train.micro_batch_size={cfg.train.micro_batch_size}")
     return dp
 
 

@@ -29,6 +29,7 @@ class SequenceBatch:
     rollout_logprobs: torch.Tensor  # engine log-probs on sampled targets, 0 elsewhere
     sample_index: torch.Tensor  # [N] Rollout.index
     from_demo: torch.Tensor  # [N] bool: made from the demonstration (Rollout.kind), whatever its prefix length
+    lengths: torch.Tensor  # [N] positions of each row that hold tokens (the rest is padding)
     sequences: list[Rollout] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -63,5 +64,6 @@ def build_batch(seqs: Sequence[Rollout], pad_id: int = 0, length: int | None = N
             rollout_logprobs[i, p - 1 + k:m] = torch.tensor(s.response_logprobs, dtype=torch.float32)
     sample_index = torch.tensor([s.index for s in seqs], dtype=torch.long)
     from_demo = torch.tensor([s.from_demo for s in seqs], dtype=torch.bool)
+    lengths = torch.tensor([s.length - 1 for s in seqs], dtype=torch.long)
     return SequenceBatch(input_ids, target_ids, response_mask, prefix_mask, sampled_mask, rollout_logprobs,
-                         sample_index, from_demo, list(seqs))
+                         sample_index, from_demo, lengths, list(seqs))

@@ -10,7 +10,14 @@ class TrainConfig:
     steps: int = 500  # training steps (one rollout batch each); prefix-rft.md section 7
     prompts_per_step: int = 128  # B: prompts per step; each gets algorithm.group_size rollouts
     mini_batch_prompts: int = 64  # prompts per optimizer update: B / mini_batch_prompts updates per step
-    micro_batch_size: int = 8  # sequences per forward-backward micro-batch (per DP rank)
+    micro_batch_size: int = 8  # sequences per forward-backward micro-batch (per DP rank) when not by token budget
+    # > 0: micro-batches by token budget instead of by count: a mini-batch's sequences bin-packed by length so that
+    # each micro-batch holds at most this many tokens (packed: real tokens; else rows x its longest row); a longer
+    # sequence goes alone. Sets the activation memory of a micro-batch (launch/memory.py sizes it from this).
+    max_tokens_per_micro_batch: int = 0
+    # the sequences of a micro-batch laid end to end in one row (THD; attention stays within each sequence, RoPE
+    # restarts) instead of rows padded to the longest. auto: on (both attention paths, TE and the local SDPA, take it)
+    packing: str = "auto"
     lr: float = 1e-6  # constant after warm-up (paper: 1e-6)
     lr_warmup_steps: int = 0  # optimizer updates of linear warm-up
     weight_decay: float = 0.01
@@ -37,6 +44,12 @@ class TrainConfig:
             raise ValueError(f"train.lr={self.lr}: must be > 0")
         if self.eval_every < 0:
             raise ValueError(f"train.eval_every={self.eval_every}: must be >= 0 (0: only at the end)")
+        if self.max_tokens_per_micro_batch < 0:
+            raise ValueError(f"train.max_tokens_per_micro_batch={self.max_tokens_per_micro_batch}: must be >= 0 "
+                             "(0: micro-batches of train.micro_batch_size sequences)")
+        self.packing = str(self.packing).lower()  # YAML's true / false arrive as booleans
+        if self.packing not in ("auto", "true", "false"):
+            raise ValueError(f"train.packing={self.packing!r}: not auto|true|false")
         if self.recompute not in ("auto", "always"):
             raise ValueError(f"train.recompute={self.recompute!r}: not auto|always")
         if self.lr_warmup_steps < 0:

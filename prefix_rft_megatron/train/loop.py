@@ -3,9 +3,11 @@
 `Trainer.train_step` is prefix-rft.md section 1, one call per stage:
     prompts -> rollout (on-policy + prefixed) -> reward -> advantages -> recompute old log-probs and entropy
     -> prefix entropy mask -> mini-batch updates with the loss module -> weight sync
-Rollouts are generated and scored on global rank 0 (where the engine client lives) and broadcast; every
-data-parallel rank then trains on its share of each mini-batch. Everything that decides which tokens train (prefix
-lengths, sampling seeds, the entropy threshold, loss scaling) is independent of the parallel layout.
+Rollouts are generated and scored on global rank 0 (where the engine client lives), which also computes the
+sequence advantages (they need whole groups) and sends each data-parallel rank only its share of each mini-batch
+(its TP / PP peers get the same share). Each rank lays its rows out in micro-batches (train/micro_batches.py: by
+count or token budget, padded or packed). Everything that decides which tokens train (prefix lengths, sampling
+seeds, the entropy threshold, loss scaling) is independent of the parallel and micro-batch layout.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from prefix_rft_megatron.sync.weight_sync import WeightSync
 from prefix_rft_megatron.train.batch import SequenceBatch, build_batch
 from prefix_rft_megatron.train.checkpoint import CheckpointManager
 from prefix_rft_megatron.train.metrics import MetricsWriter
+from prefix_rft_megatron.train.micro_batches import (MicroBatchLayout, MicroBatchRows, balanced_shares,
+                                                     plan_micro_batches)
 from prefix_rft_megatron.train.step_metrics import logprob_gap, rollout_metrics
 from prefix_rft_megatron.train.optim import build_optimizer, optimizer_step, wrap_ddp, zero_grads
 
@@ -44,8 +48,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class MicroBatch:
+    rows: MicroBatchRows  # which rows of the step, laid out how
     input_ids: torch.Tensor
     loss_func: object
+
+
+@dataclass
+class StepShare:
+    """What one DP rank trains on in a step: its rows of every mini-batch (rank 0 chose and sent them)."""
+
+    rollouts: list[Rollout]  # this rank's rows, mini-batch after mini-batch
+    seq_advantages: algo.SequenceAdvantages  # the rows' (computed over whole groups on rank 0)
+    mini_rows: list[list[int]]  # per mini-batch: indices into `rollouts`
+    step_length: int  # positions per row of the whole step's longest sequence (the padded layout's width)
 
 
 class Trainer:
@@ -98,6 +113,11 @@ class Trainer:
                                 recompute_num_layers=1 if recompute else None)
         load_model_weights(model, self._initial_checkpoint())
         self.model = wrap_ddp(model, cfg.parallel.use_distributed_optimizer)
+        self.mb_layout = micro_batch_layout(cfg.train, model.config)
+        if self.layout.pp > 1 and not self.mb_layout.fixed_shape:
+            model.config.variable_seq_lengths = True  # stages exchange each micro-batch's shape first
+        # global rank -> DP rank, for sending each rank its share of the step
+        self._dp_rank_of = _all_gather(parallel_state.get_data_parallel_rank())
 
     def _setup_optimizer(self) -> None:
         tc = self.cfg.train
@@ -247,34 +267,40 @@ class Trainer:
         t_rollout = time.perf_counter()
         if self.rank0:
             self.reward(rollouts, examples)
-        rollouts = _broadcast(rollouts)
+        share = self._share_step(rollouts)
         self._stop_point()
         if self._offload_engine:
             self.engine.release_memory()  # colocated: the engines' weights and KV cache leave the GPU while we train
         t_reward = time.perf_counter()
-        batch = build_batch(rollouts, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=self._seq_multiple())
-        advantages = self.advantages(batch)
+        batch = build_batch(share.rollouts, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=self._seq_multiple(),
+                            length=share.step_length if self.mb_layout.fixed_shape else None)
+        advantages = algo.token_advantages(share.seq_advantages, batch.response_mask, batch.prefix_mask)
+        plans = [self._plan(batch, rows) for rows in share.mini_rows]
         old_logprobs = keep = None
         if self._needs_recompute():
-            old_logprobs, entropy = self.recompute(batch)
-            advantages, keep = self.prefix_mask(batch, advantages, entropy, step)
+            old_logprobs, entropy = self.recompute(batch, plans)
+            advantages, keep = self.prefix_mask(batch, plans, advantages, entropy, step)
         t_recompute = time.perf_counter()
         self._stop_point()
-        train_metrics, trainer_logprobs = self.update(batch, advantages, old_logprobs, keep)
+        train_metrics, trainer_logprobs = self.update(batch, plans, advantages, old_logprobs, keep)
         t_train = time.perf_counter()
         if self._offload_engine:
             hand_memory_back(self.engine)
         sync = self.weight_sync.sync(version=step + 1)
         t_sync = time.perf_counter()
+        step_metrics = {}
+        if self.rank0:  # the whole step's rollouts live here
+            tokens = sum(len(r.prefix_ids) + len(r.response_ids) for r in rollouts)
+            step_metrics = {**rollout_metrics(rollouts, self.spec, algo.low_bound(self.cfg.algorithm.schedule, step)),
+                            "throughput/tokens_per_s": tokens / max(t_sync - t0, 1e-9)}
         return {
-            **rollout_metrics(batch.sequences, self.spec, algo.low_bound(self.cfg.algorithm.schedule, step)),
+            **step_metrics,
             **self._logprob_gap(batch, old_logprobs if old_logprobs is not None else trainer_logprobs),
             **train_metrics,
             "time/rollout": t_rollout - t0, "time/reward": t_reward - t_rollout,
             "time/recompute": t_recompute - t_reward, "time/train": t_train - t_recompute,
             "time/sync": t_sync - t_train, "time/step": t_sync - t0,
             **sync.metrics(),
-            "throughput/tokens_per_s": float(batch.response_mask.sum()) / max(t_sync - t0, 1e-9),
         }
 
     # ---- stages ----
@@ -312,39 +338,60 @@ class Trainer:
         for r, res in zip(rollouts, results):
             r.reward, r.correct = res.reward, res.correct
 
-    def advantages(self, batch: SequenceBatch) -> torch.Tensor:
-        seqs = batch.sequences
-        seq_adv = algo.group_advantages(
-            torch.tensor([s.reward for s in seqs]), torch.tensor([s.group_id for s in seqs]), batch.from_demo,
-            self.spec.baseline, self.spec.raw_continuation_reward)
-        return algo.token_advantages(seq_adv, batch.response_mask, batch.prefix_mask)
+    def sequence_advantages(self, rollouts: list[Rollout]) -> algo.SequenceAdvantages:
+        """The advantages of each sequence, over the whole step (group baselines need every member)."""
+        return algo.group_advantages(
+            torch.tensor([r.reward for r in rollouts]), torch.tensor([r.group_id for r in rollouts]),
+            torch.tensor([r.from_demo for r in rollouts], dtype=torch.bool), self.spec.baseline,
+            self.spec.raw_continuation_reward)
 
     def _seq_multiple(self) -> int:
         """Sequence lengths are padded to a multiple of this: TP with sequence parallelism splits the sequence."""
-        return self.layout.tp if unwrap_model(self.model).config.sequence_parallel else 1
+        return self.mb_layout.multiple_of
 
-    def _rank_rows(self) -> list[list[int]]:
-        """For each mini-batch, the rows this DP rank trains on (a strided share: every rank gets equal work)."""
-        per_mini = self.cfg.train.mini_batch_prompts * self.spec.group_size
-        n_mini = self.cfg.train.prompts_per_step // self.cfg.train.mini_batch_prompts
-        dp, r = self.layout.dp, parallel_state.get_data_parallel_rank()
-        return [list(range(m * per_mini + r, (m + 1) * per_mini, dp)) for m in range(n_mini)]
+    def _share_step(self, rollouts: list[Rollout] | None) -> StepShare:
+        """On rank 0: split each mini-batch over the DP ranks (equal counts, tokens balanced) and send every rank
+        only its share; every rank returns its own. Each mini-batch is `mini_batch_prompts` whole groups."""
+        dp = self.layout.dp
+        payloads = None
+        if self.rank0:
+            seq_adv = self.sequence_advantages(rollouts)
+            per_mini = self.cfg.train.mini_batch_prompts * self.spec.group_size
+            step_length = -(-(max(r.length for r in rollouts) - 1) // self._seq_multiple()) * self._seq_multiple()
+            by_dp: list[list[int]] = [[] for _ in range(dp)]  # step rows of each DP rank, mini-batch by mini-batch
+            mini_rows: list[list[list[int]]] = [[] for _ in range(dp)]
+            for m in range(0, len(rollouts), per_mini):
+                lengths = [rollouts[i].length - 1 for i in range(m, m + per_mini)]
+                for d, share in enumerate(balanced_shares(lengths, dp)):
+                    mini_rows[d].append(list(range(len(by_dp[d]), len(by_dp[d]) + len(share))))
+                    by_dp[d] += [m + i for i in share]
+            per_dp = [StepShare([rollouts[i] for i in by_dp[d]], seq_adv.select(by_dp[d]), mini_rows[d], step_length)
+                      for d in range(dp)]
+            if dist.get_world_size() == 1:
+                return per_dp[0]
+            payloads = [per_dp[self._dp_rank_of[g]] for g in range(dist.get_world_size())]
+        holder = [None]
+        dist.scatter_object_list(holder, payloads, src=0)
+        return holder[0]
 
-    def _micro_batches(self, rows: list[int]) -> list[list[int]]:
-        mbs = self.cfg.train.micro_batch_size
-        return [rows[i:i + mbs] for i in range(0, len(rows), mbs)]
+    def _plan(self, batch: SequenceBatch, rows: list[int]) -> list[MicroBatchRows]:
+        return plan_micro_batches(rows, [int(batch.lengths[r]) for r in rows], self.mb_layout,
+                                  batch.input_ids.shape[1])
 
-    def _run_schedule(self, micro: list[MicroBatch], seq_len: int, forward_only: bool):
+    def _run_schedule(self, micro: list[MicroBatch], forward_only: bool):
+        device = self.layout.device
+
         def forward_step(data_iter, model):
             mb = next(data_iter)
-            pos = torch.arange(seq_len, device=mb.input_ids.device).unsqueeze(0).expand(mb.input_ids.shape[0], -1)
-            logits = mask_padded_vocab(model(mb.input_ids, pos, None), self.arch.vocab_size)
-            return logits, mb.loss_func
+            logits = model(mb.input_ids, mb.rows.position_ids().to(device), None,
+                           packed_seq_params=mb.rows.packed_seq_params(device))
+            return mask_padded_vocab(logits, self.arch.vocab_size), mb.loss_func
 
+        # seq_length / micro_batch_size size the pipeline's p2p buffers unless shapes vary (variable_seq_lengths)
+        b, s = micro[0].rows.shape
         return get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(micro), model=[self.model],
-            num_microbatches=len(micro), seq_length=seq_len, micro_batch_size=len(micro[0].input_ids),
-            forward_only=forward_only)
+            num_microbatches=len(micro), seq_length=s, micro_batch_size=b, forward_only=forward_only)
 
     def _needs_recompute(self) -> bool:
         """train.recompute=auto skips the pass when the step's only update computes the same log-probs (before the
@@ -354,31 +401,32 @@ class Trainer:
         return (tc.recompute == "always" or not one_update or self.spec.prefix_entropy_mask
                 or self.spec.loss_sees_demo_tokens)
 
-    def recompute(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The trainer's log-probs and entropies [N, S] of every token of this rank's rows, before any update (0 in
-        the rows of other DP ranks, and everywhere on PP stages other than the last)."""
+    def recompute(self, batch: SequenceBatch, plans) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trainer's log-probs and entropies [n, S] of every token of this rank's rows, before any update (0 on
+        PP stages other than the last)."""
         logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
         entropy = torch.zeros_like(logprobs)
         temperature = self.cfg.algorithm.temperature
         device = self.layout.device
-        for rows in self._rank_rows():
-            mbs = self._micro_batches(rows)
-            micro = [MicroBatch(batch.input_ids[r].to(device),
-                                algo.make_recompute_func(batch.target_ids[r].to(device), temperature)) for r in mbs]
+        for plan in plans:
+            micro = [MicroBatch(mb, mb.gather(batch.input_ids).to(device),
+                                algo.make_recompute_func(mb.gather(batch.target_ids).to(device), temperature))
+                     for mb in plan]
             with torch.no_grad():
-                out = self._run_schedule(micro, batch.input_ids.shape[1], forward_only=True)
+                out = self._run_schedule(micro, forward_only=True)
             if parallel_state.is_pipeline_last_stage():
-                for r, o in zip(mbs, out):
-                    logprobs[r], entropy[r] = o["logprobs"].float().cpu(), o["entropy"].float().cpu()
+                for mb, o in zip(plan, out):
+                    mb.scatter(o["logprobs"].float().cpu(), logprobs)
+                    mb.scatter(o["entropy"].float().cpu(), entropy)
         return logprobs, entropy
 
-    def prefix_mask(self, batch, advantages, entropy, step):
+    def prefix_mask(self, batch, plans, advantages, entropy, step):
         """Keep the top-rho prefix tokens by entropy (threshold over the whole step batch and all DP ranks, or per
         micro-batch as the update runs them with `scope: microbatch`); zero the others' advantages if the algorithm
         trains only the kept ones (spec.prefix_entropy_mask)."""
         if not parallel_state.is_pipeline_last_stage():
             return advantages, None
-        micro = [mb for rows in self._rank_rows() for mb in self._micro_batches(rows)]
+        micro = [mb.rows for plan in plans for mb in plan]
         keep = algo.keep_masks_for_rows(entropy, batch.prefix_mask, micro, self.cfg.algorithm.prefix_mask,
                                         seed=self.cfg.algorithm.seed, step=step, sample_index=batch.sample_index,
                                         group=parallel_state.get_data_parallel_group())
@@ -386,9 +434,9 @@ class Trainer:
             advantages = algo.apply_prefix_keep(advantages, batch.prefix_mask, keep)
         return advantages, keep
 
-    def update(self, batch, advantages, old_logprobs, keep) -> tuple[dict[str, float], torch.Tensor | None]:
+    def update(self, batch, plans, advantages, old_logprobs, keep) -> tuple[dict[str, float], torch.Tensor | None]:
         """One optimizer update per mini-batch with the loss module (Dr. GRPO scaling over the global mini-batch).
-        Without `old_logprobs` (no recompute pass) also returns the update forward's log-probs [N, S] (before the
+        Without `old_logprobs` (no recompute pass) also returns the update forward's log-probs [n, S] (before the
         weights changed), for the engine-vs-trainer check."""
         cfg = self.cfg
         device = self.layout.device
@@ -396,29 +444,29 @@ class Trainer:
         per_mini = cfg.train.mini_batch_prompts * self.spec.group_size
         all_metrics, grad_norms = [], []
         forward_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32) if old_logprobs is None else None
-        for rows in self._rank_rows():
-            mbs = self._micro_batches(rows)
+        for plan in plans:
             micro, captured = [], []
-            for r in mbs:
+            for mb in plan:
                 inputs = algo.LossInputs(
-                    target_ids=batch.target_ids[r].to(device),
-                    response_mask=batch.response_mask[r].to(device),
-                    advantages=advantages[r].to(device),
-                    old_logprobs=old_logprobs[r].to(device) if old_logprobs is not None else None,
-                    prefix_mask=batch.prefix_mask[r].to(device) if demo_tokens else None,
-                    prefix_keep_mask=keep[r].to(device) if (keep is not None and demo_tokens) else None,
+                    target_ids=mb.gather(batch.target_ids).to(device),
+                    response_mask=mb.gather(batch.response_mask).to(device),
+                    advantages=mb.gather(advantages).to(device),
+                    old_logprobs=mb.gather(old_logprobs).to(device) if old_logprobs is not None else None,
+                    prefix_mask=mb.gather(batch.prefix_mask).to(device) if demo_tokens else None,
+                    prefix_keep_mask=mb.gather(keep).to(device) if (keep is not None and demo_tokens) else None,
                     logprobs_out=captured if forward_logprobs is not None else None,
+                    num_sequences=mb.num_sequences,
                 )
                 loss_func = algo.make_loss_func(inputs, cfg.algorithm, num_global_sequences=per_mini,
-                                                num_microbatches=len(mbs), data_parallel_size=self.layout.dp)
-                micro.append(MicroBatch(batch.input_ids[r].to(device), loss_func))
+                                                num_microbatches=len(plan), data_parallel_size=self.layout.dp)
+                micro.append(MicroBatch(mb, mb.gather(batch.input_ids).to(device), loss_func))
             zero_grads([self.model], self.optimizer)
-            out = self._run_schedule(micro, batch.input_ids.shape[1], forward_only=False)
+            out = self._run_schedule(micro, forward_only=False)
             stats = optimizer_step(self.optimizer, self.scheduler)
             grad_norms.append(stats.grad_norm if stats.grad_norm is not None else float("nan"))
             all_metrics += out if parallel_state.is_pipeline_last_stage() else []
-            for r, lp in zip(mbs, captured):  # the loss functions ran in micro-batch order
-                forward_logprobs[r] = lp
+            for mb, lp in zip(plan, captured):  # the loss functions ran in micro-batch order
+                mb.scatter(lp, forward_logprobs)
         metrics = self._reduce_train_metrics(all_metrics)
         metrics["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
         metrics["train/lr"] = stats.lr
@@ -438,7 +486,7 @@ class Trainer:
 
     def _logprob_gap(self, batch: SequenceBatch, old_logprobs: torch.Tensor) -> dict[str, float]:
         """Rollout engine vs trainer log-probs on the sampled tokens of this rank's rows, over all ranks."""
-        rows = [r for rows in self._rank_rows() for r in rows] if parallel_state.is_pipeline_last_stage() else []
+        rows = slice(None) if parallel_state.is_pipeline_last_stage() else slice(0)
         # each row is held by one DP rank and all its TP ranks: count it once
         return logprob_gap(old_logprobs[rows], batch.rollout_logprobs[rows], batch.sampled_mask[rows],
                            copies=self.layout.tp)
@@ -497,6 +545,21 @@ def _on_rank0(fn):
 
 class FailedOnRank0(ValueError):
     """What rank 0 raised in `_on_rank0`, on the other ranks (rank 0 reports it)."""
+
+
+def _all_gather(obj) -> list:
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def micro_batch_layout(tc, model_config) -> MicroBatchLayout:
+    """The run's micro-batch rule (train.micro_batch_size / max_tokens_per_micro_batch / packing). packing=auto is
+    on: Transformer Engine's fused attention and the local SDPA core both take packed (THD) sequences."""
+    return MicroBatchLayout(
+        micro_batch_size=tc.micro_batch_size, max_tokens=tc.max_tokens_per_micro_batch,
+        packed=tc.packing in ("auto", "true"),
+        multiple_of=model_config.tensor_model_parallel_size if model_config.sequence_parallel else 1)
 
 
 def _broadcast(obj):
