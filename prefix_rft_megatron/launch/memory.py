@@ -64,6 +64,7 @@ class Layout:
     param_bytes: int = 2  # bf16 weights and activations; 4 for fp32
     make_vocab_size_divisible_by: int = 128
     bucket_bytes: int = 512 * 2**20  # rollout.weight_bucket_mib
+    max_tokens_per_micro_batch: int = 0  # train.max_tokens_per_micro_batch (0: micro_batch_size x seq_len)
 
     @property
     def sp(self) -> bool:
@@ -71,6 +72,10 @@ class Layout:
 
     @property
     def tokens(self) -> int:
+        """Tokens of the largest micro-batch: the token budget (a longer sequence goes alone), else the count times
+        the longest sequence."""
+        if self.max_tokens_per_micro_batch:
+            return max(self.max_tokens_per_micro_batch, self.seq_len)
         return self.seq_len * self.micro_batch_size
 
 

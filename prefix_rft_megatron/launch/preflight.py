@@ -105,7 +105,10 @@ def run_check(files: Sequence[str], overrides: Sequence[str], nodes: int = 1, gp
     group = algorithm_spec(cfg.algorithm).group_size
     lay = memory.Layout(
         tp=tp, pp=pp, dp=dp, seq_len=seq, micro_batch_size=cfg.train.micro_batch_size,
-        num_microbatches=cfg.train.mini_batch_prompts * group // (dp * cfg.train.micro_batch_size),
+        # by token budget the count depends on the lengths: at most one micro-batch per sequence (the memory bound)
+        num_microbatches=cfg.train.mini_batch_prompts * group // (dp * (1 if cfg.train.max_tokens_per_micro_batch
+                                                                        else cfg.train.micro_batch_size)),
+        max_tokens_per_micro_batch=cfg.train.max_tokens_per_micro_batch,
         sequence_parallel=cfg.parallel.sequence_parallel, recompute=cfg.model.recompute_activations,
         distributed_optimizer=cfg.parallel.use_distributed_optimizer,
         param_bytes=2 if cfg.model.params_dtype == "bfloat16" else 4,
@@ -142,12 +145,19 @@ def verdict(stages, lay, engine, arch, gpu_gib: float, seq: int) -> str:
     return "fits"
 
 
+def _micro_batch_words(cfg, lay) -> str:
+    packed = "packed" if cfg.train.packing in ("auto", "true") else "padded"
+    if lay.max_tokens_per_micro_batch:
+        return f"micro-batches of <= {lay.tokens} tokens ({packed})"
+    return f"micro-batch {lay.micro_batch_size} x {lay.seq_len} tokens ({packed})"
+
+
 def format_table(cfg, arch, lay, stages, source, world, gpu_gib) -> str:
     head = [f"model: {source} ({arch.family}, {arch.num_layers} layers, hidden {arch.hidden_size}, "
             f"vocab {arch.vocab_size} padded to {memory.padded_vocab(arch, lay)})",
             f"layout: {world} GPUs = TP {lay.tp} x PP {lay.pp} x DP {lay.dp}, sequence parallel "
-            f"{'on' if lay.sp else 'off'}, micro-batch {lay.micro_batch_size} x {lay.seq_len} tokens, "
-            f"{lay.num_microbatches} micro-batches per update, recompute {'full' if lay.recompute else 'off'}, "
+            f"{'on' if lay.sp else 'off'}, {_micro_batch_words(cfg, lay)}, "
+            f"{'<= ' if lay.max_tokens_per_micro_batch else ''}{lay.num_microbatches} micro-batches per update, recompute {'full' if lay.recompute else 'off'}, "
             f"{cfg.model.params_dtype}, {'distributed' if lay.distributed_optimizer else 'replicated'} optimizer"]
     names = list(stages[0].terms)
     cols = [f"stage {s.stage}" for s in stages]

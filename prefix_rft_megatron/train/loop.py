@@ -272,10 +272,7 @@ class Trainer:
         if self._offload_engine:
             self.engine.release_memory()  # colocated: the engines' weights and KV cache leave the GPU while we train
         t_reward = time.perf_counter()
-        batch = build_batch(share.rollouts, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=self._seq_multiple(),
-                            length=share.step_length if self.mb_layout.fixed_shape else None)
-        advantages = algo.token_advantages(share.seq_advantages, batch.response_mask, batch.prefix_mask)
-        plans = [self._plan(batch, rows) for rows in share.mini_rows]
+        batch, advantages, plans = self.step_tensors(share)
         old_logprobs = keep = None
         if self._needs_recompute():
             old_logprobs, entropy = self.recompute(batch, plans)
@@ -374,9 +371,14 @@ class Trainer:
         dist.scatter_object_list(holder, payloads, src=0)
         return holder[0]
 
-    def _plan(self, batch: SequenceBatch, rows: list[int]) -> list[MicroBatchRows]:
-        return plan_micro_batches(rows, [int(batch.lengths[r]) for r in rows], self.mb_layout,
-                                  batch.input_ids.shape[1])
+    def step_tensors(self, share: StepShare) -> tuple[SequenceBatch, torch.Tensor, list[list[MicroBatchRows]]]:
+        """This rank's rows as [n, S] tensors, their token advantages, and each mini-batch's micro-batches."""
+        batch = build_batch(share.rollouts, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=self._seq_multiple(),
+                            length=share.step_length if self.mb_layout.fixed_shape else None)
+        advantages = algo.token_advantages(share.seq_advantages, batch.response_mask, batch.prefix_mask)
+        plans = [plan_micro_batches(rows, [int(batch.lengths[r]) for r in rows], self.mb_layout,
+                                    batch.input_ids.shape[1]) for rows in share.mini_rows]
+        return batch, advantages, plans
 
     def _run_schedule(self, micro: list[MicroBatch], forward_only: bool):
         device = self.layout.device
@@ -438,34 +440,15 @@ class Trainer:
         """One optimizer update per mini-batch with the loss module (Dr. GRPO scaling over the global mini-batch).
         Without `old_logprobs` (no recompute pass) also returns the update forward's log-probs [n, S] (before the
         weights changed), for the engine-vs-trainer check."""
-        cfg = self.cfg
-        device = self.layout.device
-        demo_tokens = self.spec.loss_sees_demo_tokens
-        per_mini = cfg.train.mini_batch_prompts * self.spec.group_size
         all_metrics, grad_norms = [], []
         forward_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32) if old_logprobs is None else None
         for plan in plans:
-            micro, captured = [], []
-            for mb in plan:
-                inputs = algo.LossInputs(
-                    target_ids=mb.gather(batch.target_ids).to(device),
-                    response_mask=mb.gather(batch.response_mask).to(device),
-                    advantages=mb.gather(advantages).to(device),
-                    old_logprobs=mb.gather(old_logprobs).to(device) if old_logprobs is not None else None,
-                    prefix_mask=mb.gather(batch.prefix_mask).to(device) if demo_tokens else None,
-                    prefix_keep_mask=mb.gather(keep).to(device) if (keep is not None and demo_tokens) else None,
-                    logprobs_out=captured if forward_logprobs is not None else None,
-                    num_sequences=mb.num_sequences,
-                )
-                loss_func = algo.make_loss_func(inputs, cfg.algorithm, num_global_sequences=per_mini,
-                                                num_microbatches=len(plan), data_parallel_size=self.layout.dp)
-                micro.append(MicroBatch(mb, mb.gather(batch.input_ids).to(device), loss_func))
-            zero_grads([self.model], self.optimizer)
-            out = self._run_schedule(micro, forward_only=False)
+            captured = [] if forward_logprobs is not None else None
+            out = self.accumulate_grads(batch, plan, advantages, old_logprobs, keep, captured)
             stats = optimizer_step(self.optimizer, self.scheduler)
             grad_norms.append(stats.grad_norm if stats.grad_norm is not None else float("nan"))
             all_metrics += out if parallel_state.is_pipeline_last_stage() else []
-            for mb, lp in zip(plan, captured):  # the loss functions ran in micro-batch order
+            for mb, lp in zip(plan, captured or []):  # the loss functions ran in micro-batch order
                 mb.scatter(lp, forward_logprobs)
         metrics = self._reduce_train_metrics(all_metrics)
         metrics["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
@@ -473,6 +456,31 @@ class Trainer:
         metrics["train/updates"] = float(len(grad_norms))
         metrics["train/recomputed"] = float(old_logprobs is not None)
         return metrics, forward_logprobs
+
+    def accumulate_grads(self, batch, plan, advantages, old_logprobs, keep, captured=None) -> list:
+        """Zero the gradients, then forward-backward one mini-batch's micro-batches (`plan`): the gradient of the
+        loss over the global mini-batch. `captured`: a list the forwards' log-probs are appended to."""
+        cfg = self.cfg
+        device = self.layout.device
+        demo_tokens = self.spec.loss_sees_demo_tokens
+        per_mini = cfg.train.mini_batch_prompts * self.spec.group_size
+        micro = []
+        for mb in plan:
+            inputs = algo.LossInputs(
+                target_ids=mb.gather(batch.target_ids).to(device),
+                response_mask=mb.gather(batch.response_mask).to(device),
+                advantages=mb.gather(advantages).to(device),
+                old_logprobs=mb.gather(old_logprobs).to(device) if old_logprobs is not None else None,
+                prefix_mask=mb.gather(batch.prefix_mask).to(device) if demo_tokens else None,
+                prefix_keep_mask=mb.gather(keep).to(device) if (keep is not None and demo_tokens) else None,
+                logprobs_out=captured,
+                num_sequences=mb.num_sequences,
+            )
+            loss_func = algo.make_loss_func(inputs, cfg.algorithm, num_global_sequences=per_mini,
+                                            num_microbatches=len(plan), data_parallel_size=self.layout.dp)
+            micro.append(MicroBatch(mb, mb.gather(batch.input_ids).to(device), loss_func))
+        zero_grads([self.model], self.optimizer)
+        return self._run_schedule(micro, forward_only=False)
 
     def _reduce_train_metrics(self, per_micro) -> dict[str, float]:
         """Loss-module metrics reduced over micro-batches and DP, then sent from the last PP stage to rank 0."""

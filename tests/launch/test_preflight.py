@@ -24,7 +24,7 @@ def test_7b_fits_with_the_table():
                 "engine weights (colocated)", "engine KV cache (colocated)", "training peak",
                 "generation peak (colocated)"):
         assert row in out, row
-    assert "TP 4 x PP 1 x DP 2, sequence parallel on" in out
+    assert "TP 4 x PP 1 x DP 2, sequence parallel on, micro-batches of <= 18432 tokens (packed)" in out
 
 
 def test_70b_fits_on_the_8_nodes_its_config_names():
@@ -43,7 +43,11 @@ def test_70b_fits_on_the_8_nodes_its_config_names():
      "does not fit: training on pipeline stage 0 needs"),
     (["conf/qwen2.5-math-7b.yaml", "rollout.mem_fraction_static=0.2"], "KV cache holds"),
     (["conf/qwen2.5-math-7b.yaml", "rollout.max_new_tokens=16000"], "max_position_embeddings=16384"),
-    (["conf/qwen2.5-math-7b.yaml", "train.micro_batch_size=3"], "not divisible by data-parallel size 2"),
+    (["conf/qwen2.5-math-7b.yaml", "train.max_tokens_per_micro_batch=0", "train.micro_batch_size=3"],
+     "not divisible by data-parallel size 2 x train.micro_batch_size=3"),
+    # the token budget sizes a micro-batch's activations
+    (["conf/qwen2.5-math-7b.yaml", "model.recompute_activations=false", "train.max_tokens_per_micro_batch=200000"],
+     "does not fit: training on pipeline stage 0 needs"),
     (["conf/qwen2.5-math-7b.yaml", "model.hf_path=/nowhere/model"], "no config.json there"),
 ])
 def test_what_cannot_start_or_fit_is_one_line(args, line):
