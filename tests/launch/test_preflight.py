@@ -1,5 +1,7 @@
 """`prefix-rft launch --check`: the table and `fits`, or exit non-zero with one line naming what is illegal or
-does not fit (real CLI processes, no GPU)."""
+does not fit (no GPU). The 7B check runs as a real CLI process; the other cases call the same CLI entry point in
+this process (`prefix_rft_megatron.cli.main`, its return code and stderr), which saves a Python start-up and a
+megatron import per case."""
 
 import subprocess
 import sys
@@ -16,6 +18,21 @@ def check(*args):
     return proc.returncode, proc.stdout, [l for l in proc.stderr.splitlines() if l.startswith("error")]
 
 
+@pytest.fixture
+def check_here(capsys, monkeypatch):
+    """`check` through the CLI's entry point in this process: (return code, stdout, error lines, stderr)."""
+    from prefix_rft_megatron.cli import main
+
+    monkeypatch.chdir(REPO)
+
+    def run(*args):
+        rc = main(["launch", "--check", *args])
+        out, err = capsys.readouterr()
+        return rc, out, [l for l in err.splitlines() if l.startswith("error")], err
+
+    return run
+
+
 def test_7b_fits_with_the_table():
     rc, out, err = check("conf/qwen2.5-math-7b.yaml")
     assert rc == 0 and out.splitlines()[-1] == "fits" and not err, out
@@ -27,8 +44,8 @@ def test_7b_fits_with_the_table():
     assert "TP 4 x PP 1 x DP 2, sequence parallel on, micro-batches of <= 18432 tokens (packed)" in out
 
 
-def test_70b_fits_on_the_8_nodes_its_config_names():
-    rc, out, err = check("conf/llama-70b.yaml")  # cluster.nodes=8 in the YAML
+def test_70b_fits_on_the_8_nodes_its_config_names(check_here):
+    rc, out, err, _ = check_here("conf/llama-70b.yaml")  # cluster.nodes=8 in the YAML
     assert rc == 0 and out.splitlines()[-1] == "fits", out
     assert "stage 3" in out and "TP 8 x PP 4 x DP 2" in out
 
@@ -50,10 +67,10 @@ def test_70b_fits_on_the_8_nodes_its_config_names():
      "does not fit: training on pipeline stage 0 needs"),
     (["conf/qwen2.5-math-7b.yaml", "model.hf_path=/nowhere/model"], "no config.json there"),
 ])
-def test_what_cannot_start_or_fit_is_one_line(args, line):
-    rc, out, err = check(*args)
+def test_what_cannot_start_or_fit_is_one_line(check_here, args, line):
+    rc, out, err, stderr = check_here(*args)
     assert rc != 0 and len(err) == 1 and line in err[0], (err, out[-2000:])
-    assert "Traceback" not in out
+    assert "Traceback" not in out + stderr
 
 
 def test_launch_refuses_a_job_that_does_not_fit(tmp_path):
