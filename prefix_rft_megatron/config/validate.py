@@ -53,9 +53,6 @@ def check(cfg: Config) -> None:
     if cfg.algorithm.loss.max_response_tokens < r.max_new_tokens:
         raise ConfigError(f"algorithm.loss.max_response_tokens={cfg.algorithm.loss.max_response_tokens} < "
                           f"rollout.max_new_tokens={r.max_new_tokens}: L_max must bound every response (leave it at 0)")
-    if cfg.algorithm.loss.kl_coef > 0:
-        raise ConfigError("algorithm.loss.kl_coef > 0: the loss supports KL, but the trainer keeps no reference "
-                          "model yet; leave it at 0")
     if r.engine == "sglang" and r.weight_sync == "distributed":
         remote = [u for u in r.server_urls if not _is_loopback(urlparse(u).hostname or "")]
         if remote and r.update_group_master_address and _is_loopback(r.update_group_master_address):

@@ -65,6 +65,7 @@ class Layout:
     make_vocab_size_divisible_by: int = 128
     bucket_bytes: int = 512 * 2**20  # rollout.weight_bucket_mib
     max_tokens_per_micro_batch: int = 0  # train.max_tokens_per_micro_batch (0: micro_batch_size x seq_len)
+    reference_model: bool = False  # algorithm.loss.kl_coef > 0: a frozen copy of the weights for the KL term
 
     @property
     def sp(self) -> bool:
@@ -197,12 +198,16 @@ def estimate(arch: ModelArch, lay: Layout, engine: Engine | None = None,
             "weight-sync peak": sync_peak_bytes(arch, lay, s) / GiB,
             "reserve (context, NCCL, fragmentation)": reserve_gib,
         }
-        states = t["weights"] + t["gradients (fp32)"] + t["optimizer (master, Adam m, v)"]
+        if lay.reference_model:  # same layout, same dtype, no gradients or optimizer state
+            t["reference weights (KL)"] = t["weights"]
+        states = t["weights"] + t["gradients (fp32)"] + t["optimizer (master, Adam m, v)"] \
+            + t.get("reference weights (KL)", 0.0)
         step = t["activations, full recompute" if lay.recompute else "activations, no recompute"] \
             + t["logits + fp32 copy"] + t["pipeline buffers"]
         sm = StageMemory(s, p, t, train_peak=states + max(step, t["weight-sync peak"]) + reserve_gib)
         if engine is not None:
-            resident_at_start = t["weights"] + t["gradients (fp32)"] + p * master / lay.dp / GiB + reserve_gib
+            resident_at_start = t["weights"] + t.get("reference weights (KL)", 0.0) + t["gradients (fp32)"] \
+                + p * master / lay.dp / GiB + reserve_gib
             engine_total = engine.mem_fraction_static * (gpu_gib - resident_at_start)
             engine_weights = engine.num_params * 2 / engine.tp_size / GiB
             sm.engine_kv = engine_total - engine_weights

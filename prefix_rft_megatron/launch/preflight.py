@@ -109,6 +109,7 @@ def run_check(files: Sequence[str], overrides: Sequence[str], nodes: int = 1, gp
         num_microbatches=cfg.train.mini_batch_prompts * group // (dp * (1 if cfg.train.max_tokens_per_micro_batch
                                                                         else cfg.train.micro_batch_size)),
         max_tokens_per_micro_batch=cfg.train.max_tokens_per_micro_batch,
+        reference_model=cfg.algorithm.loss.kl_coef > 0,
         sequence_parallel=cfg.parallel.sequence_parallel, recompute=cfg.model.recompute_activations,
         distributed_optimizer=cfg.parallel.use_distributed_optimizer,
         param_bytes=2 if cfg.model.params_dtype == "bfloat16" else 4,
@@ -170,7 +171,8 @@ def format_table(cfg, arch, lay, stages, source, world, gpu_gib) -> str:
     if "engine KV cache (colocated)" in names:
         lines.append("generation peak (colocated)".ljust(width) + "".join(f"{s.gen_peak:10.1f}" for s in stages))
     lines.append(f"GPU memory: {gpu_gib:g} GiB (--gpu-mem-gib); training peak = weights + gradients + optimizer + "
-                 "max(step activations + logits + pipeline buffers, weight-sync peak) + reserve")
+                 "max(step activations + logits + pipeline buffers, weight-sync peak) + reserve"
+                 + (" + reference weights (KL)" if "reference weights (KL)" in names else ""))
     return "\n".join(head + lines)
 
 

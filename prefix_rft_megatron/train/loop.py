@@ -100,9 +100,9 @@ class Trainer:
         self.sampler = PromptSampler(len(self.train_set), cfg.train.prompts_per_step, seed=cfg.data.seed,
                                      shuffle=cfg.data.shuffle)
 
-    def _setup_model(self) -> None:
+    def _build_model(self, recompute: bool):
+        """This rank's GPTModel chunk, with the initial weights."""
         cfg = self.cfg
-        recompute = cfg.model.recompute_activations
         model = build_gpt_model(self.arch, params_dtype=getattr(torch, cfg.model.params_dtype),
                                 use_te={"auto": None, "transformer_engine": True, "local": False}[
                                     cfg.model.transformer_impl],
@@ -112,10 +112,21 @@ class Trainer:
                                 recompute_method="uniform" if recompute else None,
                                 recompute_num_layers=1 if recompute else None)
         load_model_weights(model, self._initial_checkpoint())
+        return model
+
+    def _setup_model(self) -> None:
+        cfg = self.cfg
+        model = self._build_model(cfg.model.recompute_activations)
         self.model = wrap_ddp(model, cfg.parallel.use_distributed_optimizer)
         self.mb_layout = micro_batch_layout(cfg.train, model.config)
-        if self.layout.pp > 1 and not self.mb_layout.fixed_shape:
-            model.config.variable_seq_lengths = True  # stages exchange each micro-batch's shape first
+        # KL to a reference policy (algorithm.loss.kl_coef > 0): the initial weights, frozen, on the policy's own
+        # TP / PP layout (no DDP, no gradients, no optimizer state: one more copy of this rank's weights)
+        self.reference = None
+        if cfg.algorithm.loss.kl_coef > 0:
+            self.reference = self._build_model(recompute=False).eval().requires_grad_(False)
+        for m in (model, self.reference):
+            if m is not None and self.layout.pp > 1 and not self.mb_layout.fixed_shape:
+                m.config.variable_seq_lengths = True  # stages exchange each micro-batch's shape first
         # global rank -> DP rank, for sending each rank its share of the step
         self._dp_rank_of = _all_gather(parallel_state.get_data_parallel_rank())
 
@@ -277,9 +288,10 @@ class Trainer:
         if self._needs_recompute():
             old_logprobs, entropy = self.recompute(batch, plans)
             advantages, keep = self.prefix_mask(batch, plans, advantages, entropy, step)
+        ref_logprobs = self.reference_logprobs(batch, plans) if self.reference is not None else None
         t_recompute = time.perf_counter()
         self._stop_point()
-        train_metrics, trainer_logprobs = self.update(batch, plans, advantages, old_logprobs, keep)
+        train_metrics, trainer_logprobs = self.update(batch, plans, advantages, old_logprobs, keep, ref_logprobs)
         t_train = time.perf_counter()
         if self._offload_engine:
             hand_memory_back(self.engine)
@@ -380,7 +392,7 @@ class Trainer:
                                     batch.input_ids.shape[1]) for rows in share.mini_rows]
         return batch, advantages, plans
 
-    def _run_schedule(self, micro: list[MicroBatch], forward_only: bool):
+    def _run_schedule(self, micro: list[MicroBatch], forward_only: bool, model=None):
         device = self.layout.device
 
         def forward_step(data_iter, model):
@@ -392,7 +404,7 @@ class Trainer:
         # seq_length / micro_batch_size size the pipeline's p2p buffers unless shapes vary (variable_seq_lengths)
         b, s = micro[0].rows.shape
         return get_forward_backward_func()(
-            forward_step_func=forward_step, data_iterator=iter(micro), model=[self.model],
+            forward_step_func=forward_step, data_iterator=iter(micro), model=[model or self.model],
             num_microbatches=len(micro), seq_length=s, micro_batch_size=b, forward_only=forward_only)
 
     def _needs_recompute(self) -> bool:
@@ -406,6 +418,13 @@ class Trainer:
     def recompute(self, batch: SequenceBatch, plans) -> tuple[torch.Tensor, torch.Tensor]:
         """The trainer's log-probs and entropies [n, S] of every token of this rank's rows, before any update (0 on
         PP stages other than the last)."""
+        return self._token_stats(self.model, batch, plans)
+
+    def reference_logprobs(self, batch: SequenceBatch, plans) -> torch.Tensor:
+        """The reference policy's log-probs [n, S] of this rank's rows (the KL term's pi_ref), same temperature."""
+        return self._token_stats(self.reference, batch, plans)[0]
+
+    def _token_stats(self, model, batch: SequenceBatch, plans) -> tuple[torch.Tensor, torch.Tensor]:
         logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
         entropy = torch.zeros_like(logprobs)
         temperature = self.cfg.algorithm.temperature
@@ -415,7 +434,7 @@ class Trainer:
                                 algo.make_recompute_func(mb.gather(batch.target_ids).to(device), temperature))
                      for mb in plan]
             with torch.no_grad():
-                out = self._run_schedule(micro, forward_only=True)
+                out = self._run_schedule(micro, forward_only=True, model=model)
             if parallel_state.is_pipeline_last_stage():
                 for mb, o in zip(plan, out):
                     mb.scatter(o["logprobs"].float().cpu(), logprobs)
@@ -436,7 +455,8 @@ class Trainer:
             advantages = algo.apply_prefix_keep(advantages, batch.prefix_mask, keep)
         return advantages, keep
 
-    def update(self, batch, plans, advantages, old_logprobs, keep) -> tuple[dict[str, float], torch.Tensor | None]:
+    def update(self, batch, plans, advantages, old_logprobs, keep,
+               ref_logprobs=None) -> tuple[dict[str, float], torch.Tensor | None]:
         """One optimizer update per mini-batch with the loss module (Dr. GRPO scaling over the global mini-batch).
         Without `old_logprobs` (no recompute pass) also returns the update forward's log-probs [n, S] (before the
         weights changed), for the engine-vs-trainer check."""
@@ -444,7 +464,7 @@ class Trainer:
         forward_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32) if old_logprobs is None else None
         for plan in plans:
             captured = [] if forward_logprobs is not None else None
-            out = self.accumulate_grads(batch, plan, advantages, old_logprobs, keep, captured)
+            out = self.accumulate_grads(batch, plan, advantages, old_logprobs, keep, captured, ref_logprobs)
             stats = optimizer_step(self.optimizer, self.scheduler)
             grad_norms.append(stats.grad_norm if stats.grad_norm is not None else float("nan"))
             all_metrics += out if parallel_state.is_pipeline_last_stage() else []
@@ -457,7 +477,8 @@ class Trainer:
         metrics["train/recomputed"] = float(old_logprobs is not None)
         return metrics, forward_logprobs
 
-    def accumulate_grads(self, batch, plan, advantages, old_logprobs, keep, captured=None) -> list:
+    def accumulate_grads(self, batch, plan, advantages, old_logprobs, keep, captured=None,
+                         ref_logprobs=None) -> list:
         """Zero the gradients, then forward-backward one mini-batch's micro-batches (`plan`): the gradient of the
         loss over the global mini-batch. `captured`: a list the forwards' log-probs are appended to."""
         cfg = self.cfg
@@ -475,6 +496,7 @@ class Trainer:
                 prefix_keep_mask=mb.gather(keep).to(device) if (keep is not None and demo_tokens) else None,
                 logprobs_out=captured,
                 num_sequences=mb.num_sequences,
+                ref_logprobs=mb.gather(ref_logprobs).to(device) if ref_logprobs is not None else None,
             )
             loss_func = algo.make_loss_func(inputs, cfg.algorithm, num_global_sequences=per_mini,
                                             num_microbatches=len(plan), data_parallel_size=self.layout.dp)

@@ -50,6 +50,19 @@ def test_70b_fits_on_the_8_nodes_its_config_names(check_here):
     assert "stage 3" in out and "TP 8 x PP 4 x DP 2" in out
 
 
+def test_kl_to_a_reference_adds_its_weights(check_here):
+    _, base, _, _ = check_here("conf/qwen2.5-math-7b.yaml")
+    rc, out, err, _ = check_here("conf/qwen2.5-math-7b.yaml", "algorithm.loss.kl_coef=0.01")
+    assert rc == 0 and out.splitlines()[-1] == "fits" and not err, out
+
+    def row(text, name):
+        return float(next(l for l in text.splitlines() if l.startswith(name)).split()[-1])
+
+    assert row(out, "reference weights (KL)") == row(out, "weights")  # one more copy, same layout and dtype
+    assert row(out, "training peak") == pytest.approx(row(base, "training peak") + row(out, "weights"), abs=0.11)
+    assert "reference weights" not in base
+
+
 @pytest.mark.parametrize("args,line", [
     (["conf/qwen2.5-math-7b.yaml", "parallel.tp=3"], "8 processes do not split into parallel.tp=3"),
     (["--gpus-per-node", "6", "conf/qwen2.5-math-7b.yaml", "parallel.tp=3"],
