@@ -85,13 +85,15 @@ def main():
         per_seq = {int(i): (old[r], entropy[r], keep[r] if keep is not None else None, int(batch.lengths[r]))
                    for r, i in enumerate(batch.sample_index.tolist())} if last else {}
         gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, {"grads": grads, "per_seq": per_seq})
+        dist.all_gather_object(gathered, {"grads": grads, "per_seq": per_seq, "received": len(share.rollouts),
+                                          "dp_rank": parallel_state.get_data_parallel_rank()})
         if dist.get_rank() == 0:
             all_grads, all_seq = {}, {}
             for g in gathered:
                 all_grads.update(g["grads"])
                 all_seq.update(g["per_seq"])
             results[name] = {"grads": all_grads, "per_seq": all_seq, "metrics": metrics,
+                         "received": [(g["dp_rank"], g["received"]) for g in gathered],
                              "micro_batches": [len(p) for p in plans]}
     trainer.close()
     if dist.get_rank() == 0:

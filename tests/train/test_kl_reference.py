@@ -30,7 +30,8 @@ def hf_logprobs(hf_dir, input_ids, target_ids, lengths, temperature):
     return out
 
 
-@pytest.mark.parametrize("tp,pp,estimator", [(1, 1, "k3"), (2, 1, "k1"), (1, 2, "k3")])
+# TP=2 and PP=2 (one process each is the same code on fewer ranks); both estimators
+@pytest.mark.parametrize("tp,pp,estimator", [(2, 1, "k1"), (1, 2, "k3")])
 def test_kl_to_the_frozen_initial_policy(tiny_policy, tmp_path, tp, pp, estimator):
     path = tmp_path / "kl.pt"
     run_torchrun("kl_reference.py", str(tiny_policy), str(tmp_path / "run"), str(path), str(tp), str(pp), estimator,

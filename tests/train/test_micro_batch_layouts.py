@@ -52,6 +52,14 @@ def test_step_is_the_same_in_every_layout(runs, procs, layout):
         assert got["metrics"][k] == pytest.approx(v, rel=0, abs=1e-5, nan_ok=True), k
 
 
+@pytest.mark.parametrize("procs", list(PROCESSES))
+def test_each_rank_receives_only_its_data_parallel_share(runs, procs):
+    """32 sequences per step: at DP=2 each rank is sent its 16 (TP / PP peers the same 16), else all 32."""
+    dp = 2 if procs == "dp2" else 1
+    assert all(n == 32 // dp for _, n in runs[procs]["padded"]["received"])
+    assert sorted({d for d, _ in runs[procs]["padded"]["received"]}) == list(range(dp))
+
+
 def test_the_layouts_really_differ(runs):
     counts = {name: r["micro_batches"] for name, r in runs["single"].items()}
     assert counts["padded"] == [4, 4]  # 16 sequences per mini-batch, 4 per micro-batch
