@@ -89,6 +89,7 @@ def stub_generate(body: dict) -> dict:
 class StubSGLangServer:
     def __init__(self):
         self.requests = []  # (method, path, body) in arrival order
+        self.raw_paths = []  # the request paths with their query strings
         self.failures = {}  # path -> list of HTTP codes to answer (one per request) before answering normally
         self.health_code = 200
         self.generate_fn = stub_generate
@@ -117,6 +118,7 @@ class StubSGLangServer:
                 path = self.path.split("?")[0]
                 with stub.lock:
                     stub.requests.append((method, path, body))
+                    stub.raw_paths.append(self.path)
                     queue = stub.failures.get(path)
                     fail = queue.pop(0) if queue else None
                 if fail is not None:

@@ -294,7 +294,10 @@ def test_release_and_resume_memory(stub_servers):
         assert eng.health()
         for s in stub_servers:
             posts = [(p, b) for m, p, b in s.requests if m == "POST"]
-            assert posts == [("/release_memory_occupation", {}), ("/resume_memory_occupation", {})]
+            # sglang asserts (and dies) if a release finds its scheduler busy: a flush that waits for idle comes first
+            assert posts == [("/flush_cache", None), ("/release_memory_occupation", {}),
+                             ("/resume_memory_occupation", {})]
+            assert "/flush_cache?timeout=120" in s.raw_paths
         stub_servers[1].health_code = 503
         assert not eng.health()
     finally:

@@ -27,6 +27,8 @@ from .tensor_transport import TensorTransport
 
 logger = logging.getLogger(__name__)
 
+IDLE_WAIT_S = 120.0  # how long a flush waits for a scheduler to retire its last batch
+
 
 class SGLangEngine(RolloutEngine):
     def __init__(
@@ -139,7 +141,7 @@ class SGLangEngine(RolloutEngine):
 
     def generate(self, requests: Sequence[GenerateRequest]) -> List[List[Completion]]:
         if self._flush_before_generate:  # after an in_place update, once this client's requests have finished
-            self._all("/flush_cache")
+            self._flush_when_idle()
             self._flush_before_generate = False
         futures = []
         for req in requests:
@@ -204,7 +206,14 @@ class SGLangEngine(RolloutEngine):
 
     # ---- memory, shutdown ----
 
+    def _flush_when_idle(self) -> None:
+        """Flush the radix cache once each scheduler is idle. The last responses of a rollout reach us before the
+        scheduler has retired their batch; sglang 0.5.23 asserts idleness in release_memory_occupation and dies
+        otherwise (measured: the server exited mid-run), while flush_cache?timeout= waits for it."""
+        self._all(f"/flush_cache?timeout={IDLE_WAIT_S:g}")
+
     def release_memory(self) -> None:
+        self._flush_when_idle()  # the KV cache is being released anyway
         self._all("/release_memory_occupation", {})
 
     def resume_memory(self) -> None:
