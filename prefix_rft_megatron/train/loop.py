@@ -27,7 +27,7 @@ from prefix_rft_megatron import algo
 from prefix_rft_megatron.algo import RolloutPlan, algorithm_spec
 from prefix_rft_megatron.config import Config, check_training
 from prefix_rft_megatron.data import PromptDataset, PromptSampler, load_tokenizer
-from prefix_rft_megatron.model import ModelArch, build_gpt_model, unwrap_model
+from prefix_rft_megatron.model import ModelArch, build_gpt_model
 from prefix_rft_megatron.model.forward import mask_padded_vocab
 from prefix_rft_megatron.model.load import load_model_weights
 from prefix_rft_megatron.parallel.init import initialize_parallel
