@@ -147,7 +147,7 @@ def verdict(stages, lay, engine, arch, gpu_gib: float, seq: int) -> str:
 
 
 def _micro_batch_words(cfg, lay) -> str:
-    packed = "packed" if cfg.train.packing in ("auto", "true") else "padded"
+    packed = "packed" if cfg.train.packed else "padded"
     if lay.max_tokens_per_micro_batch:
         return f"micro-batches of <= {lay.tokens} tokens ({packed})"
     return f"micro-batch {lay.micro_batch_size} x {lay.seq_len} tokens ({packed})"

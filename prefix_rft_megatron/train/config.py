@@ -55,6 +55,12 @@ class TrainConfig:
         if self.lr_warmup_steps < 0:
             raise ValueError(f"train.lr_warmup_steps={self.lr_warmup_steps}: must be >= 0")
 
+    @property
+    def packed(self) -> bool:
+        """Whether micro-batches are packed: `auto` is on (TE's fused attention and the local SDPA core both take
+        packed THD sequences)."""
+        return self.packing in ("auto", "true")
+
 
 # distributed-optimizer state layouts (train/checkpoint.py)
 OPTIMIZER_FORMATS = ("fully_reshardable", "dp_reshardable")

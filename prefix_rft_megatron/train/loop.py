@@ -366,7 +366,7 @@ class Trainer:
         if self.rank0:
             seq_adv = self.sequence_advantages(rollouts)
             per_mini = self.cfg.train.mini_batch_prompts * self.spec.group_size
-            step_length = -(-(max(r.length for r in rollouts) - 1) // self._seq_multiple()) * self._seq_multiple()
+            step_length = max(r.length for r in rollouts) - 1  # build_batch rounds it up for SP
             by_dp: list[list[int]] = [[] for _ in range(dp)]  # step rows of each DP rank, mini-batch by mini-batch
             mini_rows: list[list[list[int]]] = [[] for _ in range(dp)]
             for m in range(0, len(rollouts), per_mini):
@@ -584,11 +584,10 @@ def _all_gather(obj) -> list:
 
 
 def micro_batch_layout(tc, model_config) -> MicroBatchLayout:
-    """The run's micro-batch rule (train.micro_batch_size / max_tokens_per_micro_batch / packing). packing=auto is
-    on: Transformer Engine's fused attention and the local SDPA core both take packed (THD) sequences."""
+    """The run's micro-batch rule (train.micro_batch_size / max_tokens_per_micro_batch / packing)."""
     return MicroBatchLayout(
         micro_batch_size=tc.micro_batch_size, max_tokens=tc.max_tokens_per_micro_batch,
-        packed=tc.packing in ("auto", "true"),
+        packed=tc.packed,
         multiple_of=model_config.tensor_model_parallel_size if model_config.sequence_parallel else 1)
 
 

@@ -22,9 +22,6 @@ from typing import Sequence
 
 import torch
 
-PACKING_CHOICES = ("auto", "true", "false")
-
-
 @dataclass(frozen=True)
 class MicroBatchLayout:
     """The micro-batch rule of a run (train.micro_batch_size, train.max_tokens_per_micro_batch, packing)."""
@@ -64,11 +61,7 @@ class MicroBatchRows:
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """This micro-batch's slice of a per-token tensor [N, S] of the step, laid out as `shape`."""
         if not self.packed:
-            if t.shape[1] >= self.width:
-                return t[self.rows, :self.width]
-            out = t.new_zeros((len(self.rows), self.width))
-            out[:, :t.shape[1]] = t[self.rows]
-            return out
+            return t[self.rows, :self.width]
         out = t.new_zeros((1, self.width))
         start = 0
         for r, n in zip(self.rows, self.lengths):
@@ -80,8 +73,7 @@ class MicroBatchRows:
         """Write a per-token result of this micro-batch (shape `shape`) back into the step's rows of `into` [N, S]."""
         laid_out = laid_out.to(into.dtype)
         if not self.packed:
-            w = min(self.width, into.shape[1])
-            into[self.rows, :w] = laid_out[:, :w]
+            into[self.rows, :self.width] = laid_out
             return
         start = 0
         for r, n in zip(self.rows, self.lengths):
