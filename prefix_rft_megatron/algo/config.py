@@ -152,6 +152,12 @@ class AlgorithmConfig:
     temperature: float = 1.0
     """The one temperature of training: rollouts are sampled at it, and the trainer's log-probs and entropies are
     computed from logits / temperature (evaluation has its own, eval.temperature)."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: groups whose rewards are all equal (no gradient under a group baseline) are dropped
+    and the step refilled from more prompts, up to `dynamic_sampling_max_draws` prompt batches per step; a step
+    still short after them trains on the best it has, zero-signal groups included (metrics count both)."""
+    dynamic_sampling_max_draws: int = 4
+    """Prompt batches (of train.prompts_per_step) a step may draw with dynamic sampling, the first included."""
     continuation_baseline: ContinuationBaseline = ContinuationBaseline.ON_POLICY_MEAN
     """Baseline of a prefixed rollout's continuation tokens (`none` reproduces the reference quirk)."""
     schedule: PrefixScheduleConfig = field(default_factory=PrefixScheduleConfig)
@@ -172,4 +178,8 @@ class AlgorithmConfig:
             )
         if self.temperature <= 0:
             raise ValueError(f"algorithm.temperature must be > 0 (got {self.temperature})")
-        algorithm_spec(self)  # the algorithm's own checks (name, group shape)
+        if self.dynamic_sampling_max_draws < 1:
+            raise ValueError(f"algorithm.dynamic_sampling_max_draws must be >= 1 (got {self.dynamic_sampling_max_draws})")
+        spec = algorithm_spec(self)  # the algorithm's own checks (name, group shape)
+        if self.dynamic_sampling and not spec.has_groups:
+            raise ValueError(f"algorithm.dynamic_sampling filters reward groups; algorithm.name={self.name} has none")

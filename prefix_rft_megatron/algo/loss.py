@@ -139,6 +139,7 @@ def token_losses(
     metrics["entropy/on_policy"] = _sum_count(entropy, on_policy)
     metrics["entropy/prefix_kept"] = _sum_count(entropy, kept)
     metrics["entropy/prefix_dropped"] = _sum_count(entropy, prefix & ~kept)
+    metrics["entropy/prefix"] = _sum_count(entropy, prefix)  # all demonstration tokens (the paper's entropy curve)
     metrics["tokens/prefix_share"] = torch.stack([prefix.sum().float(), response.sum().float()])
     metrics["tokens/prefix_kept_share"] = torch.stack([kept.sum().float(), prefix.sum().float()])
     metrics["advantage/mean"] = _sum_count(adv, response)

@@ -273,11 +273,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        examples = self.train_set.batch(self.sampler.next_batch())
-        rollouts = self.rollout(examples, step) if self.rank0 else None
+        rollouts, sampling_metrics = self.collect_rollouts(step)
         t_rollout = time.perf_counter()
-        if self.rank0:
-            self.reward(rollouts, examples)
         share = self._share_step(rollouts)
         self._stop_point()
         if self._offload_engine:
@@ -301,12 +298,12 @@ class Trainer:
         if self.rank0:  # the whole step's rollouts live here
             tokens = sum(len(r.prefix_ids) + len(r.response_ids) for r in rollouts)
             step_metrics = {**rollout_metrics(rollouts, self.spec, algo.low_bound(self.cfg.algorithm.schedule, step)),
-                            "throughput/tokens_per_s": tokens / max(t_sync - t0, 1e-9)}
+                            **sampling_metrics, "throughput/tokens_per_s": tokens / max(t_sync - t0, 1e-9)}
         return {
             **step_metrics,
             **self._logprob_gap(batch, old_logprobs if old_logprobs is not None else trainer_logprobs),
             **train_metrics,
-            "time/rollout": t_rollout - t0, "time/reward": t_reward - t_rollout,
+            "time/rollout": t_rollout - t0, "time/reward": t_reward - t_rollout,  # rollout: generate + score
             "time/recompute": t_recompute - t_reward, "time/train": t_train - t_recompute,
             "time/sync": t_sync - t_train, "time/step": t_sync - t0,
             **sync.metrics(),
@@ -314,19 +311,65 @@ class Trainer:
 
     # ---- stages ----
 
-    def rollout(self, examples, step: int) -> list[Rollout]:
-        """The step's groups as the algorithm's rollout plan makes them (spec.rollout), in group order; each
-        rollout's `index` is its position in the step batch."""
+    def collect_rollouts(self, step: int) -> tuple[list[Rollout] | None, dict[str, float]]:
+        """The step's scored rollouts (on rank 0; None elsewhere) and, with algorithm.dynamic_sampling, what the
+        filter did. Every rank draws the same prompt batches, so the sampler state stays the same everywhere."""
+        ac = self.cfg.algorithm
+        draws = 1
+        examples = self.train_set.batch(self.sampler.next_batch())
+        if not ac.dynamic_sampling:
+            rollouts = self.rollout(examples, step) if self.rank0 else None
+            if self.rank0:
+                self.reward(rollouts, examples)
+            return rollouts, {}
+        kept: list[list[Rollout]] = []  # groups with a reward spread, in draw order
+        flat: list[list[Rollout]] = []  # the others: only used when the bound leaves the step short
+        if self.rank0:
+            while True:
+                rollouts = self.rollout(examples, step, first_group=(draws - 1) * len(examples))
+                self.reward(rollouts, examples, first_group=(draws - 1) * len(examples))
+                for g in _groups(rollouts):
+                    (kept if len({r.reward for r in g}) > 1 else flat).append(g)
+                if len(kept) >= len(examples) or draws >= ac.dynamic_sampling_max_draws:
+                    break
+                draws += 1
+                examples = self.train_set.batch(self.sampler.next_batch())
+        extra = _broadcast(draws - 1)
+        if not self.rank0:
+            for _ in range(extra):
+                self.sampler.next_batch()
+            return None, {}
+        n = self.cfg.train.prompts_per_step
+        chosen = (kept + flat)[:n]
+        rollouts = []
+        for j, g in enumerate(chosen):  # renumbered: group j of the step batch
+            for r in g:
+                r.group_id = j
+                rollouts.append(r)
+        for i, r in enumerate(rollouts):
+            r.index = i
+        drawn = draws * n
+        return rollouts, {"dynamic_sampling/prompts_drawn": float(drawn),
+                          "dynamic_sampling/no_signal_groups": float(len(flat)),  # of the drawn ones
+                          "dynamic_sampling/no_signal_frac_drawn": len(flat) / drawn,
+                          # the bound left the step short: that many no-signal groups train (with zero advantage)
+                          "dynamic_sampling/no_signal_trained": float(max(0, n - len(kept)))}
+
+    def rollout(self, examples, step: int, first_group: int = 0) -> list[Rollout]:
+        """The step's groups as the algorithm's rollout plan makes them (spec.rollout), in group order, group ids
+        from `first_group` (a dynamic-sampling refill continues the numbering, so its seeds are new); each
+        rollout's `index` is its position in this call's batch."""
         spec, cfg = self.spec, self.cfg
         if spec.rollout == RolloutPlan.DEMONSTRATIONS:
-            rollouts = [Rollout.demonstration(j, 0, ex.prompt_ids, ex.demo_ids) for j, ex in enumerate(examples)]
+            rollouts = [Rollout.demonstration(first_group + j, 0, ex.prompt_ids, ex.demo_ids)
+                        for j, ex in enumerate(examples)]
         else:
             K = spec.num_prefixed
             prefix_lens = algo.sample_prefix_lengths(
                 cfg.algorithm.schedule, cfg.algorithm.seed, step,
-                [j * K + k for j in range(len(examples)) for k in range(K)],
+                [(first_group + j) * K + k for j in range(len(examples)) for k in range(K)],
                 [len(ex.demo_ids) for ex in examples for _ in range(K)])
-            groups = [GroupSpec(j, ex.prompt_ids, ex.demo_ids, spec.samples_per_group,
+            groups = [GroupSpec(first_group + j, ex.prompt_ids, ex.demo_ids, spec.samples_per_group,
                                 tuple(prefix_lens[j * K:(j + 1) * K])) for j, ex in enumerate(examples)]
             generated = generate_groups(self.engine, groups, cfg.rollout.sampling_params(cfg.algorithm.temperature),
                                         step=step, prefix_counts_toward_budget=cfg.rollout.prefix_counts_toward_budget)
@@ -334,16 +377,18 @@ class Trainer:
             for j, (ex, group) in enumerate(zip(examples, generated)):
                 rollouts += group
                 if spec.rollout == RolloutPlan.FULL_DEMO:  # the demonstration as the group's off-policy members
-                    rollouts += [Rollout.demonstration(j, spec.samples_per_group + k, ex.prompt_ids, ex.demo_ids)
+                    rollouts += [Rollout.demonstration(first_group + j, spec.samples_per_group + k, ex.prompt_ids,
+                                                       ex.demo_ids)
                                  for k in range(spec.num_demo_members)]
         for i, r in enumerate(rollouts):
             r.index = i
         return rollouts
 
-    def reward(self, rollouts: list[Rollout], examples) -> None:
-        """math-verify on the full response (prefix included) against the ground-truth answer."""
+    def reward(self, rollouts: list[Rollout], examples, first_group: int = 0) -> None:
+        """math-verify on the full response (prefix included) against the ground-truth answer; group g's prompt
+        is examples[g - first_group]."""
         texts = [self.tokenizer.decode(r.full_response_ids, skip_special_tokens=True) for r in rollouts]
-        results = self.scorer.score(texts, [examples[r.group_id].answer for r in rollouts])
+        results = self.scorer.score(texts, [examples[r.group_id - first_group].answer for r in rollouts])
         for r, res in zip(rollouts, results):
             r.reward, r.correct = res.reward, res.correct
 
@@ -554,6 +599,14 @@ def hand_memory_back(engine) -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     engine.resume_memory()
+
+
+def _groups(rollouts: list[Rollout]) -> list[list[Rollout]]:
+    """Rollouts by group, in group order (rollouts come group after group)."""
+    by_id: dict[int, list[Rollout]] = {}
+    for r in rollouts:
+        by_id.setdefault(r.group_id, []).append(r)
+    return list(by_id.values())
 
 
 def _on_rank0(fn):

@@ -29,6 +29,7 @@ def rollout_metrics(rollouts: Sequence[Rollout], spec: AlgorithmSpec, low_t: flo
         "reward/prefixed": _mean(r.reward for r in demo),
         "accuracy/on_policy": _mean(float(r.correct) for r in on),
         "response/length_mean": _mean(len(r.prefix_ids) + len(r.response_ids) for r in rollouts),
+        "response/on_policy_length_mean": _mean(len(r.response_ids) for r in on),  # the paper's length curve
         "response/truncated_frac": _mean(float(r.finish_reason == "length") for r in on),
         "prefix/low_t": low_t,
         "prefix/tokens_mean": _mean(len(r.prefix_ids) for r in demo),
