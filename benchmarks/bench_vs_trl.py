@@ -66,7 +66,7 @@ def build_inputs(out: Path, base: str | None, base_steps: int, threads: int, tin
         hf = save_tiny_hf_model(out / "tiny_policy", seed=0, vocab_size=len(tok), **demo.BASE_MODEL)
         tok.save_pretrained(hf)
     elif base is None:
-        hf, _ = demo.build_base(out, base_steps, [], threads)
+        hf, _ = demo.build_base(out, 1, base_steps, [], threads)  # the demo's base 1
     else:
         hf = Path(base)
     rows = resolve_path("bundled:math_chain/train.jsonl").read_text().splitlines()[:PROMPTS]

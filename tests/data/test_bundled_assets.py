@@ -15,7 +15,7 @@ from prefix_rft_megatron.reward import RewardConfig, score_one
 
 REPO = Path(__file__).resolve().parents[2]
 CHAIN = ASSETS_DIR / "math_chain"
-SPLITS = ["train.jsonl", "eval.jsonl", "pretrain.jsonl"]
+SPLITS = ["train.jsonl", "validation.jsonl", "eval.jsonl", "pretrain.jsonl"]
 EVAL = "bundled:math_chain/eval.jsonl"
 
 
@@ -50,6 +50,7 @@ def test_tokenizer_round_trips_all_dataset_text(tokenizer, corpus):
     texts = []
     for name in SPLITS:
         texts += [t for r in rows(name) for t in (r["problem"], r["solution"], r["answer"])]
+    for name in ("train.jsonl", "eval.jsonl", "pretrain.jsonl"):  # the generated corpus's splits
         texts += [t for r in rows(name, corpus) for t in (r["problem"], r["solution"], r["answer"])]
     for name in ("arith_id", "arith_ood", "fractions"):
         texts += [t for r in rows(f"bench/{name}.jsonl", corpus) for t in (r["problem"], r["answer"])]
@@ -85,7 +86,8 @@ def test_chat_template_option(tokenizer):
 
 
 def test_solutions_verify():
-    assert {name: len(rows(name)) for name in SPLITS} == {"train.jsonl": 500, "eval.jsonl": 200, "pretrain.jsonl": 186}
+    assert {name: len(rows(name)) for name in SPLITS} == {"train.jsonl": 380, "validation.jsonl": 125, "eval.jsonl": 350,
+                                                          "pretrain.jsonl": 186}
     cfg = RewardConfig(num_workers=0)
     sample = rows("eval.jsonl") + rows("train.jsonl")[::5]
     assert all(score_one(r["solution"], r["answer"], cfg).correct for r in sample)

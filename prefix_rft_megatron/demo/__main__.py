@@ -1,0 +1,3 @@
+from prefix_rft_megatron.demo import main
+
+raise SystemExit(main())

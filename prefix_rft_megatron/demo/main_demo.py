@@ -1,0 +1,71 @@
+"""`make demo`: prefix_rft, rft and sft at the study's chosen rates, seeds 1-3 (each from its own base), the table,
+the paired differences with their intervals, and the verdict."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from prefix_rft_megatron.demo.arms import ARMS, CHOSEN_LR, DEMO_ARMS
+from prefix_rft_megatron.demo.driver import Context
+from prefix_rft_megatron.demo.report import arm_row, plot, table
+from prefix_rft_megatron.demo.runs import float_path, per_kind
+from prefix_rft_megatron.demo.stats import paired_difference
+from prefix_rft_megatron.demo.task import HELD_OUT
+
+
+def base_rows(ctx: Context, seeds: list[int]) -> tuple[dict, dict[int, float], list[str]]:
+    bases = {s: ctx.base(s) for s in seeds}
+    acc = {s: bases[s][1].accuracy() for s in seeds}
+    lines = [f"base {s}: held-out {100 * acc[s]:.1f}% " + " ".join(
+        f"{k} {100 * v:.1f}%" for k, v in per_kind(bases[s][1].correct()).items()) for s in seeds]
+    row = {"arm": "base", "lr": None, "seeds": seeds, "heldout": [acc[s] for s in seeds],
+           "per_kind": [per_kind(bases[s][1].correct()) for s in seeds], "validation": None, "train_reward": None,
+           "response_length": None, "prompts_drawn": None,
+           "minutes": sum(b[1].minutes for b in bases.values()) / len(seeds)}
+    return row, acc, lines
+
+
+def verdicts(results: dict[str, dict[int, object]], seeds: list[int], pairs) -> list:
+    out = []
+    for a, b in pairs:
+        if a in results and b in results:
+            out.append(paired_difference(a, b, [results[a][s].correct() for s in seeds],
+                                         [results[b][s].correct() for s in seeds]))
+    return out
+
+
+def run_demo(out: Path, seeds: list[int], steps: int | None, base_steps: int, extra: list[str], jobs: int,
+             algos: list[str] | None) -> int:
+    algos = algos or list(DEMO_ARMS)
+    path = float_path()
+    t0 = time.time()
+    print(f"prefix-rft demo -> {out}  (seeds {seeds}, {', '.join(algos)}; float path {path}; {jobs} runs at a time)",
+          flush=True)
+    ctx = Context(out, [HELD_OUT], steps, base_steps, extra, jobs, sft_lr=CHOSEN_LR["sft"])
+    # bases first (two at a time), then every run
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(ctx.base, seeds))
+    base_row, base_acc, base_lines = base_rows(ctx, seeds)
+    print("\n".join(base_lines), flush=True)
+    work = [(ARMS[a], s, CHOSEN_LR[a]) for s in seeds for a in algos]
+    done = ctx.run_all(work, "runs")
+    results = {a: {s: done[(a, s, CHOSEN_LR[a])] for s in seeds} for a in algos}
+    rows = [base_row] + [arm_row(a, CHOSEN_LR[a], results[a]) for a in algos]
+    lines = table(rows)
+    diffs = verdicts(results, seeds, [("prefix_rft", "rft"), ("prefix_rft", "sft")])
+    print("\n" + "\n".join(lines) + "\n")
+    print(f"float path: {path}   (figures differ between CPUs and float paths; the verdict is about the interval)")
+    for d in diffs:
+        print("verdict: " + d.line())
+    png = plot(out / "curves.png", results, base_acc, title=f"prefix-rft demo, seeds {seeds}, float path {path}")
+    summary = {"float_path": path, "seeds": seeds, "rows": rows, "table": lines, "learning_rates": CHOSEN_LR,
+               "differences": [d.as_dict() for d in diffs], "overrides": extra, "plot": str(png) if png else None,
+               "minutes_total": (time.time() - t0) / 60}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(f"summary: {out / 'summary.json'}" + (f"   plot: {png}" if png else ""))
+    print(f"demo finished in {summary['minutes_total']:.1f} min")
+    return 0
