@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 
 SGLANG_VENV ?= .venv-sglang
 
-.PHONY: setup demo test test-sglang sglang-env bench clean
+.PHONY: setup demo test test-e2e test-sglang sglang-env bench clean
 
 setup: $(STAMP)
 
@@ -35,7 +35,11 @@ demo: $(STAMP)
 	$(VENV)/bin/prefix-rft demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not e2e"
+
+# End-to-end runs of whole commands (demo and study drivers, fault replays, benchmark scripts): ~10 min, CI runs it.
+test-e2e: $(STAMP)
+	$(PY) -m pytest -q tests -m e2e
 
 # The engine tier: the project's SGLang client and trainer against a real sglang 0.5.23 server on CPU (its own venv,
 # tools/sglang_cpu/build_env.sh: a CPU test harness, never for GPU machines).

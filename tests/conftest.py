@@ -16,6 +16,12 @@ import pytest
 collect_ignore = [] if os.environ.get("PREFIX_RFT_SGLANG_PYTHON") else ["engine"]
 
 
+def pytest_configure(config):
+    # `make test` leaves these out (-m "not e2e"); `make test-e2e` (CI runs it after `make test`) runs them
+    config.addinivalue_line("markers", "e2e: end-to-end runs of whole commands (the demo and study drivers, the "
+                                       "fault replays, the benchmark scripts): minutes each, in `make test-e2e`")
+
+
 @pytest.fixture(scope="session")
 def tiny_hf_models(tmp_path_factory):
     """{variant: HF dir} for llama/qwen2 x tied/untied, hidden 64, 4 layers, GQA 4/2 heads, vocab 1000."""

@@ -18,6 +18,8 @@ import pytest
 
 from train_runs import error_lines, read_run_metrics, run_train, train_args, train_cmd, wait_for
 
+pytestmark = pytest.mark.e2e
+
 STEPS = 3
 
 
