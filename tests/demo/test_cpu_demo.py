@@ -13,8 +13,13 @@ from pathlib import Path
 import pytest
 
 from prefix_rft_megatron import demo
+from prefix_rft_megatron.demo.arms import CHOSEN_LR, lr_tag
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_dir(out: Path, arm: str) -> Path:
+    return out / "runs" / f"{arm}_lr{lr_tag(CHOSEN_LR[arm])}_seed1"  # the demo runs each arm at the study's rate
 
 
 def _rows(path: Path) -> list[dict]:
@@ -55,9 +60,9 @@ def test_demo_driver_end_to_end_in_miniature(tmp_path):
         # 8 eval problems of the shuffled split: the per-kind breakdown covers exactly them
         assert set(r["per_kind"][0]) <= {"sum2", "sum3"} and r["per_kind"][0]
     for algo in ("prefix_rft", "rft", "sft"):
-        steps = [m["step"] for m in _rows(out / "runs" / f"{algo}_lr3e-4_seed1" / "metrics.jsonl")]
+        steps = [m["step"] for m in _rows(_run_dir(out, algo) / "metrics.jsonl")]
         assert steps == [0, 1]
-    prefixed = [m.get("reward/prefixed") for m in _rows(out / "runs" / "prefix_rft_lr3e-4_seed1" / "metrics.jsonl")]
+    prefixed = [m.get("reward/prefixed") for m in _rows(_run_dir(out, "prefix_rft") / "metrics.jsonl")]
     assert all(v is not None for v in prefixed)  # Prefix-RFT really generated prefixed rollouts
     assert (out / "curves.png").stat().st_size > 10_000
     assert summary["float_path"] in ("AVX512", "AVX2", "DEFAULT") and f"float path: {summary['float_path']}" in proc.stdout
@@ -70,7 +75,7 @@ def test_demo_driver_end_to_end_in_miniature(tmp_path):
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("cached") == 4, again.stdout  # the base and the 3 runs
     # a run that did not finish (no done.json, its checkpoints and metrics left) is run again from the start
-    (out / "runs" / "rft_lr3e-4_seed1" / "done.json").unlink()
+    (_run_dir(out, "rft") / "done.json").unlink()
     third = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and third.stdout.count("cached") == 3, third.stdout[-2000:] + third.stderr[-2000:]
-    assert [m["step"] for m in _rows(out / "runs" / "rft_lr3e-4_seed1" / "metrics.jsonl")] == [0, 1]
+    assert [m["step"] for m in _rows(_run_dir(out, "rft") / "metrics.jsonl")] == [0, 1]
