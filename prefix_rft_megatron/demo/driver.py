@@ -80,15 +80,26 @@ class Context:
         return result
 
     def run_all(self, work: list[tuple[Arm, int, float]], title: str) -> dict[tuple[str, int, float], RunResult]:
-        """Run every (arm, seed, lr), `jobs` at a time; shows progress as runs start and finish."""
+        """Run every (arm, seed, lr), `jobs` at a time, showing progress as runs finish. The bases they need are
+        built in the same pool, `jobs` seeds ahead of the runs (so no job waits idle for a base another builds)."""
         if not work:
             return {}
         print(f"{title}: {len(work)} runs, {self.jobs} at a time", flush=True)
+        seeds = list(dict.fromkeys(seed for _, seed, _ in work))
+        tasks = [("base", s) for s in seeds[:self.jobs]]
+        for k, s in enumerate(seeds):
+            tasks += [("run", item) for item in work if item[1] == s]
+            if k + self.jobs < len(seeds):
+                tasks.append(("base", seeds[k + self.jobs]))
         done = [0]
         lock = threading.Lock()
 
-        def one(item):
-            arm, seed, lr = item
+        def one(task):
+            kind, what = task
+            if kind == "base":
+                self.base(what)
+                return None
+            arm, seed, lr = what
             r = self.run_arm(arm, seed, lr)
             with lock:
                 done[0] += 1
@@ -96,4 +107,4 @@ class Context:
             return (arm.name, seed, lr), r
 
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            return dict(pool.map(one, work))
+            return dict(r for r in pool.map(one, tasks) if r is not None)

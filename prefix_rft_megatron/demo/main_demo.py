@@ -44,15 +44,10 @@ def run_demo(out: Path, seeds: list[int], steps: int | None, base_steps: int, ex
     print(f"prefix-rft demo -> {out}  (seeds {seeds}, {', '.join(algos)}; float path {path}; {jobs} runs at a time)",
           flush=True)
     ctx = Context(out, [HELD_OUT], steps, base_steps, extra, jobs, sft_lr=CHOSEN_LR["sft"])
-    # bases first (two at a time), then every run
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(ctx.base, seeds))
+    work = [(ARMS[a], s, CHOSEN_LR[a]) for s in seeds for a in algos]
+    done = ctx.run_all(work, "bases and runs")
     base_row, base_acc, base_lines = base_rows(ctx, seeds)
     print("\n".join(base_lines), flush=True)
-    work = [(ARMS[a], s, CHOSEN_LR[a]) for s in seeds for a in algos]
-    done = ctx.run_all(work, "runs")
     results = {a: {s: done[(a, s, CHOSEN_LR[a])] for s in seeds} for a in algos}
     rows = [base_row] + [arm_row(a, CHOSEN_LR[a], results[a]) for a in algos]
     lines = table(rows)
