@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="working directory (default outputs/demo, outputs/study)")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (seed s: base s and RL seed s)")
     p.add_argument("--grid-seeds", default="1", help="--study: seeds the learning-rate grid runs on")
-    p.add_argument("--rl-grid", default=None, help="--study: learning rates the RL arms are tuned over (1e-4,3e-4,1e-3)")
-    p.add_argument("--sft-grid", default=None, help="--study: learning rates SFT is tuned over (3e-4,1e-3,3e-3)")
+    p.add_argument("--rl-grid", default=None, help="--study: rates the RL arms are tuned over (1e-4,3e-4,1e-3)")
+    p.add_argument("--sft-grid", default=None, help="--study: learning rates SFT is tuned over (1e-4,3e-4,1e-3,3e-3)")
     p.add_argument("--steps", type=int, default=None, help="RL/SFT steps (default: conf/cpu_demo.yaml's train.steps)")
     p.add_argument("--base-steps", type=int, default=BASE_STEPS, help="SFT steps that make each base policy")
     p.add_argument("--algos", default=None, help="comma-separated subset of the arms to run")
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a smoke run: 4 steps, 1 seed, 60 base steps, 40 problems")
     p.add_argument("--make-data", nargs="?", const=str(CHAIN_DIR), default=None, metavar="DIR",
                    help="only (re)write the bundled math_chain split and exit")
-    p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run (e.g. rollout.hf_max_batch_size=64)")
+    p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run (e.g. train.lr_warmup_steps=5)")
     args = p.parse_args(argv)
     if args.make_data:
         make_chain_data(Path(args.make_data))

@@ -1,8 +1,8 @@
 """`prefix-rft demo --study`: every arm tuned on the validation split, compared on the held-out split.
 
-1. Learning-rate grid (arms.py: RL 1e-4 / 3e-4 / 1e-3, SFT 3e-4 / 1e-3 / 3e-3) on the grid seeds; each arm's rate is
-   the one with the best mean validation accuracy at the last step (ties: the smaller rate). sft_rft's SFT half runs
-   at the SFT arm's chosen rate, its RFT half is tuned over the RL grid.
+1. Learning-rate grid (arms.GRIDS: RL 1e-4 / 3e-4 / 1e-3, SFT 1e-4 / 3e-4 / 1e-3 / 3e-3) on the grid seeds; each
+   arm's rate is the one with the best mean validation accuracy at the last step (ties: the smaller rate). sft_rft's
+   SFT half runs at the SFT arm's chosen rate, its RFT half is tuned over the RL grid.
 2. Every arm at its chosen rate on every seed; the ablations at Prefix-RFT's chosen rate.
 3. Held-out table with the chosen rates, paired differences with 95% intervals (Prefix-RFT vs each baseline, each
    ablation vs Prefix-RFT), the grid's validation table, the response-length trend of the ablations; study.json,
