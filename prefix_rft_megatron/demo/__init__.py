@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a smoke run: 4 steps, 1 seed, 60 base steps, 40 problems")
     p.add_argument("--make-data", nargs="?", const=str(CHAIN_DIR), default=None, metavar="DIR",
                    help="only (re)write the bundled math_chain split and exit")
-    p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run (e.g. train.lr_warmup_steps=5)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. train.lr_warmup_steps=5)")
     args = p.parse_args(argv)
     if args.make_data:
         make_chain_data(Path(args.make_data))
