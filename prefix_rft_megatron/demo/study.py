@@ -89,8 +89,8 @@ def run_study(out: Path, seeds: list[int], grid_seeds: list[int], steps: int | N
     grid_lines = ["| algorithm | " + " | ".join(f"lr {i + 1}" for i in range(width)) + " | chosen |",
                   "|---|" + "---|" * (width + 1)]
     for a in tuned:
-        grid_lines.append(f"| {a} | " + " | ".join(f"{lr:.0e}: {100 * v:.1f}" for lr, v in validation[a].items())
-                          + f" | {chosen[a]:.0e} |")
+        cells = [f"{lr:.0e}: {100 * v:.1f}" for lr, v in validation[a].items()]
+        grid_lines.append(f"| {a} | " + " | ".join(cells + ["-"] * (width - len(cells))) + f" | {chosen[a]:.0e} |")
     pairs = [("prefix_rft", b) for b in tuned if b != "prefix_rft"] + [(a, "prefix_rft") for a in ablations]
     diffs = verdicts(results, seeds, pairs)
     trends = {a: length_trend(results[a]) for a in ["prefix_rft", *ablations] if a in results}
