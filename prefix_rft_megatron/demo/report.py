@@ -86,7 +86,7 @@ def plot(path: Path, arms: dict[str, dict[int, RunResult]], base_acc: dict[int, 
                         by_step.setdefault(step + off, []).append(v)
             if key is None and base is not None and not off:
                 by_step.setdefault(0, []).append(base)
-            if by_step:
+            if by_step and any(v for vs in by_step.values() for v in vs):  # all 0: no such tokens (entropy of sft)
                 xs = sorted(by_step)
                 ax.plot(xs, [statistics.mean(by_step[x]) for x in xs], color=color, label=name,
                         marker="o" if key is None else None, alpha=0.85)
