@@ -5,7 +5,7 @@
 3. load it into Megatron-Core GPTModels at TP=1 and TP=2 (2 processes, gloo) and compare logits with
    transformers on the same tokens (tools/compare_logits.py);
 4. convert it back to HF (tools/convert_megatron_to_hf.py) and check every tensor is bit-identical.
-The training demo is `prefix-rft demo` (prefix_rft_megatron/demo.py).
+The training demo is `prefix-rft demo` (prefix_rft_megatron/demo/).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Distribution (`MIX`, weights of the problem kinds; every operand uniform over it
 | `sum2`    | Compute a + b.                            | a in [1, 18], b in [1, 9]                     | a+b    |
 | `sum3`    | Compute a + b + c.                        | a, b, c in [1, 9]                             | a+b+c  |
 
-`sum2`/`sum3` (not in `MIX`) are the CPU demo's task (`prefix_rft_megatron/demo.py`): `sum3` chains two `sum2` steps.
+`sum2`/`sum3` (not in `MIX`) are the CPU demo's task (`prefix_rft_megatron/demo/task.py`): `sum3` chains two `sum2` steps.
 
 `digits` sets the ranges of `add`, `sub`, `mul_add`, `word` (`[10**(digits-1), 10**digits - 1]`): `digits=3` is the
 out-of-distribution test set, `digits=1` an easier task for a smaller model or a shorter demo (`generate(n, seed,
