@@ -39,7 +39,9 @@ class Context:
             return self._locks.setdefault(key, threading.Lock())
 
     def base(self, seed: int) -> tuple[Path, RunResult]:
-        with self._lock("imports"):  # transformers' lazy imports are not thread-safe: the first use is serial
+        # one init at a time: it seeds torch's global RNG (two threads drawing at once interleave their draws, and
+        # the weights are then not seed s's), and transformers' lazy imports are not thread-safe either
+        with self._lock("init"):
             base_init(self.out, seed)
         with self._lock(f"base{seed}"):
             if seed not in self._bases:
