@@ -38,11 +38,15 @@ class Context:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def base(self, seed: int) -> tuple[Path, RunResult]:
-        # one init at a time: it seeds torch's global RNG (two threads drawing at once interleave their draws, and
-        # the weights are then not seed s's), and transformers' lazy imports are not thread-safe either
+    def init_base(self, seed: int) -> Path:
+        """Base `seed`'s random init, one at a time: it seeds torch's global RNG (two threads drawing at once
+        interleave their draws, and the weights are then not seed s's), and transformers' lazy imports are not
+        thread-safe either."""
         with self._lock("init"):
-            base_init(self.out, seed)
+            return base_init(self.out, seed)
+
+    def base(self, seed: int) -> tuple[Path, RunResult]:
+        self.init_base(seed)
         with self._lock(f"base{seed}"):
             if seed not in self._bases:
                 self._bases[seed] = build_base(self.out, seed, self.base_steps, self.extra, self.threads)
