@@ -273,8 +273,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        rollouts, sampling_metrics = self.collect_rollouts(step)
-        t_rollout = time.perf_counter()
+        rollouts, sampling_metrics, score_s = self.collect_rollouts(step)
+        t_rollout = time.perf_counter() - score_s  # generation only: scoring counts as time/reward
         share = self._share_step(rollouts)
         self._stop_point()
         if self._offload_engine:
@@ -303,7 +303,7 @@ class Trainer:
             **step_metrics,
             **self._logprob_gap(batch, old_logprobs if old_logprobs is not None else trainer_logprobs),
             **train_metrics,
-            "time/rollout": t_rollout - t0, "time/reward": t_reward - t_rollout,  # rollout: generate + score
+            "time/rollout": t_rollout - t0, "time/reward": t_reward - t_rollout,
             "time/recompute": t_recompute - t_reward, "time/train": t_train - t_recompute,
             "time/sync": t_sync - t_train, "time/step": t_sync - t0,
             **sync.metrics(),
@@ -311,23 +311,31 @@ class Trainer:
 
     # ---- stages ----
 
-    def collect_rollouts(self, step: int) -> tuple[list[Rollout] | None, dict[str, float]]:
-        """The step's scored rollouts (on rank 0; None elsewhere) and, with algorithm.dynamic_sampling, what the
-        filter did. Every rank draws the same prompt batches, so the sampler state stays the same everywhere."""
+    def collect_rollouts(self, step: int) -> tuple[list[Rollout] | None, dict[str, float], float]:
+        """The step's scored rollouts (on rank 0; None elsewhere), what algorithm.dynamic_sampling's filter did, and
+        the seconds spent scoring. Every rank draws the same prompt batches, so the sampler state stays the same
+        everywhere."""
         ac = self.cfg.algorithm
-        draws = 1
+        draws, score_s = 1, 0.0
         examples = self.train_set.batch(self.sampler.next_batch())
+
+        def score(rollouts, examples, first_group=0):
+            nonlocal score_s
+            t = time.perf_counter()
+            self.reward(rollouts, examples, first_group)
+            score_s += time.perf_counter() - t
+
         if not ac.dynamic_sampling:
             rollouts = self.rollout(examples, step) if self.rank0 else None
             if self.rank0:
-                self.reward(rollouts, examples)
-            return rollouts, {}
+                score(rollouts, examples)
+            return rollouts, {}, score_s
         kept: list[list[Rollout]] = []  # groups with a reward spread, in draw order
         flat: list[list[Rollout]] = []  # the others: only used when the bound leaves the step short
         if self.rank0:
             while True:
                 rollouts = self.rollout(examples, step, first_group=(draws - 1) * len(examples))
-                self.reward(rollouts, examples, first_group=(draws - 1) * len(examples))
+                score(rollouts, examples, first_group=(draws - 1) * len(examples))
                 for g in _groups(rollouts):
                     (kept if len({r.reward for r in g}) > 1 else flat).append(g)
                 if len(kept) >= len(examples) or draws >= ac.dynamic_sampling_max_draws:
@@ -338,7 +346,7 @@ class Trainer:
         if not self.rank0:
             for _ in range(extra):
                 self.sampler.next_batch()
-            return None, {}
+            return None, {}, score_s
         n = self.cfg.train.prompts_per_step
         chosen = (kept + flat)[:n]
         rollouts = []
@@ -353,7 +361,7 @@ class Trainer:
                           "dynamic_sampling/no_signal_groups": float(len(flat)),  # of the drawn ones
                           "dynamic_sampling/no_signal_frac_drawn": len(flat) / drawn,
                           # the bound left the step short: that many no-signal groups train (with zero advantage)
-                          "dynamic_sampling/no_signal_trained": float(max(0, n - len(kept)))}
+                          "dynamic_sampling/no_signal_trained": float(max(0, n - len(kept)))}, score_s
 
     def rollout(self, examples, step: int, first_group: int = 0) -> list[Rollout]:
         """The step's groups as the algorithm's rollout plan makes them (spec.rollout), in group order, group ids
