@@ -10,20 +10,17 @@ from pathlib import Path
 from prefix_rft_megatron.demo.arms import ARMS, CHOSEN_LR, DEMO_ARMS
 from prefix_rft_megatron.demo.driver import Context
 from prefix_rft_megatron.demo.report import arm_row, plot, table
-from prefix_rft_megatron.demo.runs import float_path, per_kind
+from prefix_rft_megatron.demo.runs import float_path
 from prefix_rft_megatron.demo.stats import paired_difference
 from prefix_rft_megatron.demo.task import HELD_OUT
 
 
 def base_rows(ctx: Context, seeds: list[int]) -> tuple[dict, dict[int, float], list[str]]:
-    bases = {s: ctx.base(s) for s in seeds}
-    acc = {s: bases[s][1].accuracy() for s in seeds}
-    lines = [f"base {s}: held-out {100 * acc[s]:.1f}% " + " ".join(
-        f"{k} {100 * v:.1f}%" for k, v in per_kind(bases[s][1].correct()).items()) for s in seeds]
-    row = {"arm": "base", "lr": None, "seeds": seeds, "heldout": [acc[s] for s in seeds],
-           "per_kind": [per_kind(bases[s][1].correct()) for s in seeds], "validation": None, "train_reward": None,
-           "response_length": None, "prompts_drawn": None,
-           "minutes": sum(b[1].minutes for b in bases.values()) / len(seeds)}
+    """The bases' table row (the same columns as an arm's), their accuracy per seed, a line per base."""
+    row = arm_row("base", None, {s: ctx.base(s)[1] for s in seeds})
+    acc = dict(zip(seeds, row["heldout"]))
+    lines = [f"base {s}: held-out {100 * acc[s]:.1f}% " + " ".join(f"{k} {100 * v:.1f}%" for k, v in kinds.items())
+             for s, kinds in zip(seeds, row["per_kind"])]
     return row, acc, lines
 
 
