@@ -9,28 +9,10 @@ from pathlib import Path
 
 from prefix_rft_megatron.demo.arms import ARMS, CHOSEN_LR, DEMO_ARMS
 from prefix_rft_megatron.demo.driver import Context
-from prefix_rft_megatron.demo.report import arm_row, plot, table
+from prefix_rft_megatron.demo.report import arm_row, base_rows, plot, table
 from prefix_rft_megatron.demo.runs import float_path
-from prefix_rft_megatron.demo.stats import paired_difference
+from prefix_rft_megatron.demo.stats import paired_differences
 from prefix_rft_megatron.demo.task import HELD_OUT
-
-
-def base_rows(ctx: Context, seeds: list[int]) -> tuple[dict, dict[int, float], list[str]]:
-    """The bases' table row (the same columns as an arm's), their accuracy per seed, a line per base."""
-    row = arm_row("base", None, {s: ctx.base(s)[1] for s in seeds})
-    acc = dict(zip(seeds, row["heldout"]))
-    lines = [f"base {s}: held-out {100 * acc[s]:.1f}% " + " ".join(f"{k} {100 * v:.1f}%" for k, v in kinds.items())
-             for s, kinds in zip(seeds, row["per_kind"])]
-    return row, acc, lines
-
-
-def verdicts(results: dict[str, dict[int, object]], seeds: list[int], pairs) -> list:
-    out = []
-    for a, b in pairs:
-        if a in results and b in results:
-            out.append(paired_difference(a, b, [results[a][s].correct() for s in seeds],
-                                         [results[b][s].correct() for s in seeds]))
-    return out
 
 
 def run_demo(out: Path, seeds: list[int], steps: int | None, base_steps: int, extra: list[str], jobs: int,
@@ -48,7 +30,7 @@ def run_demo(out: Path, seeds: list[int], steps: int | None, base_steps: int, ex
     results = {a: {s: done[(a, s, CHOSEN_LR[a])] for s in seeds} for a in algos}
     rows = [base_row] + [arm_row(a, CHOSEN_LR[a], results[a]) for a in algos]
     lines = table(rows)
-    diffs = verdicts(results, seeds, [("prefix_rft", "rft"), ("prefix_rft", "sft")])
+    diffs = paired_differences(results, seeds, [("prefix_rft", "rft"), ("prefix_rft", "sft")])
     print("\n" + "\n".join(lines) + "\n")
     print(f"float path: {path}   (figures differ between CPUs and float paths; the verdict is about the interval)")
     for d in diffs:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefix_rft_megatron.demo.runs import RunResult, per_kind
+
+if TYPE_CHECKING:
+    from prefix_rft_megatron.demo.driver import Context
 
 COLORS = {"base": "gray", "prefix_rft": "tab:red", "rft": "tab:blue", "rft_dynamic": "tab:cyan", "luffy": "tab:purple",
           "sft": "tab:green", "sft_rft": "tab:olive", "rho_1.0": "tab:orange", "random_20": "tab:brown",
@@ -36,6 +40,15 @@ def arm_row(name: str, lr: float | None, runs: dict[int, RunResult], validation:
             "response_length": statistics.mean(lengths) if lengths else None,
             "prompts_drawn": statistics.mean(drawn) if drawn else None,
             "minutes": statistics.mean(runs[s].minutes for s in seeds)}
+
+
+def base_rows(ctx: Context, seeds: list[int]) -> tuple[dict, dict[int, float], list[str]]:
+    """The bases' table row (the same columns as an arm's), their accuracy per seed, a line per base."""
+    row = arm_row("base", None, {s: ctx.base(s)[1] for s in seeds})
+    acc = dict(zip(seeds, row["heldout"]))
+    lines = [f"base {s}: held-out {100 * acc[s]:.1f}% " + " ".join(f"{k} {100 * v:.1f}%" for k, v in kinds.items())
+             for s, kinds in zip(seeds, row["per_kind"])]
+    return row, acc, lines
 
 
 def table(rows: list[dict]) -> list[str]:

@@ -13,6 +13,10 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefix_rft_megatron.demo.runs import RunResult
 
 # two-sided 95% quantiles of Student's t, by degrees of freedom (df > 30: the normal's 1.96 within 2%)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -75,3 +79,10 @@ def paired_difference(a: str, b: str, correct_a: list[list[int]], correct_b: lis
     se_problems = statistics.stdev(per_problem) / math.sqrt(n_problems) if n_problems > 1 else 0.0
     half = t975(seeds - 1) * math.sqrt(se_seeds ** 2 + se_problems ** 2)
     return PairedDifference(a, b, per_seed, mean, se_seeds, se_problems, mean - half, mean + half, n_problems)
+
+
+def paired_differences(results: dict[str, dict[int, RunResult]], seeds: list[int],
+                       pairs: list[tuple[str, str]]) -> list[PairedDifference]:
+    """`paired_difference` for each (a, b) of `pairs` whose two arms were both run (`results[arm][seed]`)."""
+    return [paired_difference(a, b, [results[a][s].correct() for s in seeds], [results[b][s].correct() for s in seeds])
+            for a, b in pairs if a in results and b in results]

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from prefix_rft_megatron.demo.arms import ABLATIONS, ARMS, CHOSEN_LR, GRIDS, STUDY_ARMS
 from prefix_rft_megatron.demo.driver import Context
-from prefix_rft_megatron.demo.main_demo import base_rows, verdicts
-from prefix_rft_megatron.demo.report import arm_row, plot, table
+from prefix_rft_megatron.demo.report import arm_row, base_rows, plot, table
 from prefix_rft_megatron.demo.runs import float_path
+from prefix_rft_megatron.demo.stats import paired_differences
 from prefix_rft_megatron.demo.task import HELD_OUT, VALIDATION
 
 
@@ -92,7 +92,7 @@ def run_study(out: Path, seeds: list[int], grid_seeds: list[int], steps: int | N
         cells = [f"{lr:.0e}: {100 * v:.1f}" for lr, v in validation[a].items()]
         grid_lines.append(f"| {a} | " + " | ".join(cells + ["-"] * (width - len(cells))) + f" | {chosen[a]:.0e} |")
     pairs = [("prefix_rft", b) for b in tuned if b != "prefix_rft"] + [(a, "prefix_rft") for a in ablations]
-    diffs = verdicts(results, seeds, pairs)
+    diffs = paired_differences(results, seeds, pairs)
     trends = {a: length_trend(results[a]) for a in ["prefix_rft", *ablations] if a in results}
     trend_lines = [f"{a}: on-policy response tokens {f:.1f} (first 5 steps) -> {l:.1f} (last 5)"
                    for a, (f, l) in trends.items() if f is not None]
