@@ -51,8 +51,8 @@ STUDY_ARMS = ("prefix_rft", "rft", "rft_dynamic", "luffy", "sft", "sft_rft")
 ABLATIONS = ("rho_1.0", "random_20", "uniform")
 
 # The rates `prefix-rft demo --study` chose on the validation split (arms.GRIDS, grid seed 1, AVX-512 path,
-# 2026-12-03; examples/cpu_demo/README.md has the grid: neighbouring rates are often within a problem or two). `make demo` runs each arm at its rate; rerun the study to
-# re-choose them on another machine.
+# 2026-12-03; examples/cpu_demo/README.md has the grid: neighbouring rates are often within a problem or two).
+# `make demo` runs each arm at its rate; rerun the study to re-choose them on another machine.
 CHOSEN_LR = {"prefix_rft": 3e-4, "rft": 1e-4, "rft_dynamic": 1e-4, "luffy": 3e-4, "sft": 1e-3, "sft_rft": 1e-4}
 
 
