@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefix_rft_megatron.demo.arms import RFT, SFT, Arm, lr_tag
-from prefix_rft_megatron.demo.runs import RunResult, base_init, build_base, seed_overrides, train_run
+from prefix_rft_megatron.demo.runs import (RunResult, base_init, build_base, resolved_config, seed_overrides,
+                                          train_run)
 
 
 def cpu_count() -> int:
@@ -21,7 +22,7 @@ def cpu_count() -> int:
 class Context:
     out: Path
     benchmarks: list[str]  # evaluated during every run (held-out last: the curves and the table read it)
-    steps: int | None  # None: conf/cpu_demo.yaml's train.steps (40)
+    steps: int | None  # None: train.steps of conf/cpu_demo.yaml and the overrides
     base_steps: int
     extra: list[str]  # overrides for every run
     jobs: int
@@ -73,7 +74,7 @@ class Context:
                                          f"train.lr={lr}", *evals, *self._schedule(self.steps)], label)
         # sft_rft: the same total steps, the first half SFT (shared by every RFT rate), then RFT from its policy
         assert self.sft_lr is not None, "sft_rft needs the SFT arm's rate (Context.sft_lr)"
-        total = self.steps or 40
+        total = self.steps or resolved_config(self.extra).train.steps
         half = total // 2
         sft_dir = self.out / "runs" / f"sft_rft_sft{lr_tag(self.sft_lr)}_seed{seed}"
         self._train(sft_dir, [f"model.hf_path={base_hf}", *SFT, *seed_overrides(seed), f"train.lr={self.sft_lr}",

@@ -1,8 +1,9 @@
 """The demo's training runs: each is one `prefix-rft train` subprocess in its own directory, cached (a run whose
-`done.json` records the same command, config and float path is not run again), and what it measured."""
+`done.json` records the same inputs, see `run_inputs`, is not run again), and what it measured."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -29,6 +30,50 @@ def demo_conf() -> str:
     if not path.is_file():
         raise SystemExit(f"error: {path} not found (run the demo from a source checkout: pip install -e .)")
     return str(path)
+
+
+def resolved_config(overrides: list[str], conf: str | None = None):
+    """The config a `prefix-rft train <conf> <overrides>` run trains with (schema defaults, the file, the overrides);
+    a bad override is one line naming it, before anything runs."""
+    from prefix_rft_megatron.config import ConfigError, load_config
+
+    try:
+        return load_config([conf or demo_conf()], overrides)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def _weights_digest(hf_dir: str) -> str | None:
+    """sha256 over the safetensors files of the HF directory a run starts from (None: not a directory yet)."""
+    path = Path(hf_dir) if Path(hf_dir).is_absolute() else REPO / hf_dir  # runs start in the repository root
+    files = sorted(path.glob("*.safetensors")) if hf_dir else []
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def run_inputs(overrides: list[str], conf: str | None = None) -> dict:
+    """What a run's result depends on, its cache key: the resolved config (so a comment in the YAML does not
+    invalidate a run, and a changed code default does), the weights it starts from (a rebuilt base invalidates the
+    runs made from it), the float path and the package version. Code changed within one version is not seen:
+    delete the run's directory (or --out) after such a change."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from prefix_rft_megatron.config import to_yaml
+
+    cfg = resolved_config(overrides, conf)
+    try:
+        pkg = version("prefix_rft_megatron")
+    except PackageNotFoundError:  # a source tree on sys.path without `pip install -e .`
+        pkg = "source"
+    return {"overrides": list(overrides), "config": to_yaml(cfg), "initial_weights": _weights_digest(cfg.model.hf_path),
+            "float_path": float_path(), "version": pkg}
 
 
 def seed_overrides(seed: int) -> list[str]:
@@ -85,7 +130,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def train_run(run_dir: Path, overrides: list[str], label: str, threads: int) -> RunResult:
     """Run `prefix-rft train conf/cpu_demo.yaml <overrides>` into run_dir, or reuse it if done with these settings."""
     done = run_dir / "done.json"
-    key = {"overrides": overrides, "conf": Path(demo_conf()).read_text(), "float_path": float_path()}
+    key = run_inputs(overrides)
     if done.is_file():
         info = json.loads(done.read_text())
         if all(info.get(k) == v for k, v in key.items()):
