@@ -5,25 +5,19 @@ SIGKILLed trainer."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import psutil
 
 from conftest import CPU_SERVER_ARGS, SGLANG_PYTHON, cpu_server_overrides
+from prefix_rft_megatron.parallel.init import free_port
 from train_runs import read_run_metrics, train_args, train_cmd, wait_for
 
 # Megatron (fp32, the trainer's recompute) vs sglang's torch_native CPU engine (fp32) on the sampled tokens:
 # round-off only (measured below 1e-5 here)
 LOGPROB_TOL = 1e-4
 DATA = {"data.train_files": "[bundled:math_chain/train.jsonl]"}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(args, timeout=900):
@@ -45,7 +39,7 @@ def _check_steps(rows, n):
 
 
 def test_trainer_launches_sglang_trains_and_resumes(policy, tmp_path):
-    out, port = tmp_path / "run", _port()
+    out, port = tmp_path / "run", free_port()
     over = {**DATA, **cpu_server_overrides(port), "rollout.server_log_dir": str(tmp_path / "logs")}
     _run(train_args(policy, out, 2, **over))
     rows = read_run_metrics(out)
@@ -62,7 +56,7 @@ def test_trainer_attaches_to_a_running_server(policy, tmp_path):
     from prefix_rft_megatron.rollout import RolloutConfig
     from prefix_rft_megatron.rollout.sglang import SGLangEngine
 
-    port = _port()
+    port = free_port()
     server = SGLangEngine(RolloutConfig(engine="sglang", model_path=str(policy), server_python=SGLANG_PYTHON,
                                         dtype="float32", base_port=port, extra_server_args=list(CPU_SERVER_ARGS),
                                         enable_memory_saver=False, health_timeout_s=300,
@@ -77,7 +71,7 @@ def test_trainer_attaches_to_a_running_server(policy, tmp_path):
 
 
 def test_sigkilled_trainer_leaves_no_server(policy, tmp_path):
-    out, port = tmp_path / "run", _port()
+    out, port = tmp_path / "run", free_port()
     args = train_args(policy, out, 50, **DATA, **cpu_server_overrides(port))
     proc = subprocess.Popen(train_cmd(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))

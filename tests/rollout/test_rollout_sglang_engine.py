@@ -342,14 +342,12 @@ HTTPServer(("127.0.0.1", port), H).serve_forever()
 
 
 def test_launch_waits_for_health_and_shutdown_stops_the_process_group(tmp_path):
-    import socket
+    from prefix_rft_megatron.parallel.init import free_port
 
     fake = tmp_path / "fake_python"
     fake.write_text(FAKE_SERVER.format(python=sys.executable))
     fake.chmod(0o755)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = RolloutConfig(engine="sglang", model_path="/m", server_python=str(fake), base_port=port, tp_size=1,
                         health_timeout_s=30.0, health_poll_interval_s=0.05, server_log_dir=str(tmp_path))  # fmt: skip
     eng = SGLangEngine(cfg)
