@@ -13,8 +13,8 @@ interval (demo/stats.py); the verdict line is about that interval. Figures depen
     prefix-rft demo --study [--out outputs/study] [--seeds 1,2,3] [--grid-seeds 1]
     python -m prefix_rft_megatron.demo --make-data [DIR]     # regenerate prefix_rft_megatron/assets/math_chain
 
-Runs already finished under --out (same settings, same float path) are reused: an interrupted demo or study
-continues where it stopped when run again.
+Runs already finished under --out with the same inputs (resolved config, starting weights, float path, version) are
+reused: an interrupted demo or study continues where it stopped when run again.
 """
 
 from __future__ import annotations
