@@ -5,7 +5,7 @@ Heavy or optional dependencies (transformers, sglang) are imported by the engine
 
 from .config import RolloutConfig
 from .engine import GroupSpec, RolloutEngine, build_engine, build_group_requests, generate_group, generate_groups
-from .types import Completion, GenerateRequest, Rollout, RolloutKind, SamplingParams, derive_seed
+from .types import Completion, GenerateRequest, Rollout, RolloutKind, SamplingParams, by_group, derive_seed
 
 __all__ = [
     "Completion",
@@ -18,6 +18,7 @@ __all__ = [
     "SamplingParams",
     "build_engine",
     "build_group_requests",
+    "by_group",
     "derive_seed",
     "generate_group",
     "generate_groups",

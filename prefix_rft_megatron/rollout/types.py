@@ -139,6 +139,14 @@ class Rollout:
         """What the trainer scores and trains on: demonstration prefix then sampled continuation."""
         return self.prefix_ids + self.response_ids
 
+
+def by_group(rollouts: List[Rollout]) -> List[List[Rollout]]:
+    """Rollouts by prompt group, groups in order of first appearance, members in their given order."""
+    groups: dict = {}
+    for r in rollouts:
+        groups.setdefault(r.group_id, []).append(r)
+    return list(groups.values())
+
     @property
     def prefix_mask(self) -> List[bool]:
         """Per token of `full_response_ids`: True for demonstration tokens."""

@@ -33,7 +33,7 @@ from prefix_rft_megatron.model.load import load_model_weights
 from prefix_rft_megatron.parallel.init import initialize_parallel
 from prefix_rft_megatron.process.lock import OutputDirLock
 from prefix_rft_megatron.process.signals import StopRequest, StopTraining
-from prefix_rft_megatron.rollout import GroupSpec, Rollout, build_engine, generate_groups
+from prefix_rft_megatron.rollout import GroupSpec, Rollout, build_engine, by_group, generate_groups
 from prefix_rft_megatron.sync.weight_sync import WeightSync
 from prefix_rft_megatron.train.batch import SequenceBatch, build_batch
 from prefix_rft_megatron.train.checkpoint import CheckpointManager
@@ -336,7 +336,7 @@ class Trainer:
             while True:
                 rollouts = self.rollout(examples, step, first_group=(draws - 1) * len(examples))
                 score(rollouts, examples, first_group=(draws - 1) * len(examples))
-                for g in _groups(rollouts):
+                for g in by_group(rollouts):
                     (kept if len({r.reward for r in g}) > 1 else flat).append(g)
                 if len(kept) >= len(examples) or draws >= ac.dynamic_sampling_max_draws:
                     break
@@ -607,14 +607,6 @@ def hand_memory_back(engine) -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     engine.resume_memory()
-
-
-def _groups(rollouts: list[Rollout]) -> list[list[Rollout]]:
-    """Rollouts by group, in group order (rollouts come group after group)."""
-    by_id: dict[int, list[Rollout]] = {}
-    for r in rollouts:
-        by_id.setdefault(r.group_id, []).append(r)
-    return list(by_id.values())
 
 
 def _on_rank0(fn):

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 
 from prefix_rft_megatron.algo.spec import AlgorithmSpec
-from prefix_rft_megatron.rollout.types import Rollout
+from prefix_rft_megatron.rollout.types import Rollout, by_group
 
 
 def _mean(xs) -> float:
@@ -35,14 +35,12 @@ def rollout_metrics(rollouts: Sequence[Rollout], spec: AlgorithmSpec, low_t: flo
         "prefix/tokens_mean": _mean(len(r.prefix_ids) for r in demo),
     }
     if spec.has_groups:
-        groups: dict[int, list[Rollout]] = {}
-        for r in rollouts:
-            groups.setdefault(r.group_id, []).append(r)
+        groups = by_group(list(rollouts))
         # groups whose rewards are all equal get zero advantage: no gradient at all from them (Dr. GRPO)
-        m["groups/no_signal_frac"] = _mean(float(len({r.reward for r in g}) == 1) for g in groups.values())
+        m["groups/no_signal_frac"] = _mean(float(len({r.reward for r in g}) == 1) for g in groups)
         # groups none of whose on-policy rollouts is correct: RFT learns nothing there, a prefixed rollout can
         m["groups/on_policy_all_wrong_frac"] = _mean(
-            float(not any(r.correct for r in g if not r.from_demo)) for g in groups.values())
+            float(not any(r.correct for r in g if not r.from_demo)) for g in groups)
     return m
 
 
