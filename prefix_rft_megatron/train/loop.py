@@ -407,10 +407,6 @@ class Trainer:
             torch.tensor([r.from_demo for r in rollouts], dtype=torch.bool), self.spec.baseline,
             self.spec.raw_continuation_reward)
 
-    def _seq_multiple(self) -> int:
-        """Sequence lengths are padded to a multiple of this: TP with sequence parallelism splits the sequence."""
-        return self.mb_layout.multiple_of
-
     def _share_step(self, rollouts: list[Rollout] | None) -> StepShare:
         """On rank 0: split each mini-batch over the DP ranks (equal counts, tokens balanced) and send every rank
         only its share; every rank returns its own. Each mini-batch is `mini_batch_prompts` whole groups."""
@@ -438,11 +434,12 @@ class Trainer:
 
     def step_tensors(self, share: StepShare) -> tuple[SequenceBatch, torch.Tensor, list[list[MicroBatchRows]]]:
         """This rank's rows as [n, S] tensors, their token advantages, and each mini-batch's micro-batches."""
-        batch = build_batch(share.rollouts, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=self._seq_multiple(),
-                            length=share.step_length if self.mb_layout.fixed_shape else None)
+        layout = self.mb_layout  # its multiple_of: TP with sequence parallelism splits every sequence
+        batch = build_batch(share.rollouts, pad_id=self.tokenizer.pad_token_id or 0, multiple_of=layout.multiple_of,
+                            length=share.step_length if layout.fixed_shape else None)
         advantages = algo.token_advantages(share.seq_advantages, batch.response_mask, batch.prefix_mask)
-        plans = [plan_micro_batches(rows, [int(batch.lengths[r]) for r in rows], self.mb_layout,
-                                    batch.input_ids.shape[1]) for rows in share.mini_rows]
+        plans = [plan_micro_batches(rows, [int(batch.lengths[r]) for r in rows], layout, batch.input_ids.shape[1])
+                 for rows in share.mini_rows]
         return batch, advantages, plans
 
     def _run_schedule(self, micro: list[MicroBatch], forward_only: bool, model=None):
