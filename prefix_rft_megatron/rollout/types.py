@@ -139,6 +139,11 @@ class Rollout:
         """What the trainer scores and trains on: demonstration prefix then sampled continuation."""
         return self.prefix_ids + self.response_ids
 
+    @property
+    def prefix_mask(self) -> List[bool]:
+        """Per token of `full_response_ids`: True for demonstration tokens."""
+        return [True] * len(self.prefix_ids) + [False] * len(self.response_ids)
+
 
 def by_group(rollouts: List[Rollout]) -> List[List[Rollout]]:
     """Rollouts by prompt group, groups in order of first appearance, members in their given order."""
@@ -146,8 +151,3 @@ def by_group(rollouts: List[Rollout]) -> List[List[Rollout]]:
     for r in rollouts:
         groups.setdefault(r.group_id, []).append(r)
     return list(groups.values())
-
-    @property
-    def prefix_mask(self) -> List[bool]:
-        """Per token of `full_response_ids`: True for demonstration tokens."""
-        return [True] * len(self.prefix_ids) + [False] * len(self.response_ids)
