@@ -45,8 +45,10 @@ def resolved_config(overrides: list[str], conf: str | None = None):
 
 def _weights_digest(hf_dir: str) -> str | None:
     """sha256 over the safetensors files of the HF directory a run starts from (None: not a directory yet)."""
+    if not hf_dir:
+        return None
     path = Path(hf_dir) if Path(hf_dir).is_absolute() else REPO / hf_dir  # runs start in the repository root
-    files = sorted(path.glob("*.safetensors")) if hf_dir else []
+    files = sorted(path.glob("*.safetensors"))
     if not files:
         return None
     h = hashlib.sha256()
