@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 FINISH_REASONS = ("stop", "length", "abort")
 
@@ -145,7 +145,7 @@ class Rollout:
         return [True] * len(self.prefix_ids) + [False] * len(self.response_ids)
 
 
-def by_group(rollouts: List[Rollout]) -> List[List[Rollout]]:
+def by_group(rollouts: Iterable[Rollout]) -> List[List[Rollout]]:
     """Rollouts by prompt group, groups in order of first appearance, members in their given order."""
     groups: dict = {}
     for r in rollouts:

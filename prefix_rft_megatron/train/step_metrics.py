@@ -35,7 +35,7 @@ def rollout_metrics(rollouts: Sequence[Rollout], spec: AlgorithmSpec, low_t: flo
         "prefix/tokens_mean": _mean(len(r.prefix_ids) for r in demo),
     }
     if spec.has_groups:
-        groups = by_group(list(rollouts))
+        groups = by_group(rollouts)
         # groups whose rewards are all equal get zero advantage: no gradient at all from them (Dr. GRPO)
         m["groups/no_signal_frac"] = _mean(float(len({r.reward for r in g}) == 1) for g in groups)
         # groups none of whose on-policy rollouts is correct: RFT learns nothing there, a prefixed rollout can
