@@ -1,5 +1,12 @@
 """megatron-core 0.16's distributed optimizer on the torch-Adam path (no TE/apex): its per-parameter Adam `step`
-across save and load, fixed where it is wrong (each function says how). Checked at import: megatron-core 0.16.x."""
+across save and load, fixed where it is wrong (each function says how). Checked at import: megatron-core 0.16.x.
+
+Only torch's Adam / AdamW keep `step` per parameter. Transformer Engine's FusedAdam (what megatron-core picks when TE
+imports) and apex's keep it in `param_groups[i]["step"]`, and TE's `state_dict()` / `load_state_dict()` look every
+per-parameter key up in a map of exp_avg / exp_avg_sq / master_param: a per-parameter `step` there is KeyError
+'step' (TE v1.13-v2.18, `get_unscaled_state` / `_initialize_state`). So every shim here touches only the inner
+optimizers `keeps_step_per_parameter` admits; megatron-core's own TE/apex branch carries their step.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ def init_empty_adam_state(optimizer) -> None:
     optimizer's state_dict() asserts on it (the TE/apex path keeps step elsewhere). The load overwrites all of it.
     """
     for inner in _inner_optimizers(optimizer):
+        if not keeps_step_per_parameter(inner):
+            continue
         for group in inner.param_groups:
             for p in group["params"]:
                 state = inner.state[p]
@@ -27,6 +36,11 @@ def init_empty_adam_state(optimizer) -> None:
                     state["exp_avg"] = torch.zeros_like(p.data)
                     state["exp_avg_sq"] = torch.zeros_like(p.data)
                 state.setdefault("step", torch.tensor(0.0))
+
+
+def keeps_step_per_parameter(inner) -> bool:
+    """The torch optimizers these shims were written for (torch.optim.Adam / AdamW), not TE's or apex's FusedAdam."""
+    return isinstance(inner, (torch.optim.Adam, torch.optim.AdamW))
 
 
 def _inner_optimizers(optimizer):
@@ -45,6 +59,8 @@ def restore_adam_steps(optimizer) -> None:
     Either way a resumed run would diverge from an uninterrupted one (tests/train/test_resume.py catches it).
     """
     for inner in _inner_optimizers(optimizer):
+        if not keeps_step_per_parameter(inner):
+            continue
         for group in inner.param_groups:
             if "step" not in group:
                 continue
@@ -65,8 +81,9 @@ def fully_reshardable_load_keeps_step(optimizer):
     """
     patched = []
     for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        if not isinstance(opt, DistributedOptimizer) or opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
-            continue  # the precision-aware branch sets only the keys it is given
+        if (not isinstance(opt, DistributedOptimizer) or opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8
+                or not keeps_step_per_parameter(opt.optimizer)):
+            continue  # the precision-aware branch sets only the keys it is given; TE / apex keep step per group
 
         def set_states(model_param, tensors, _opt=opt, _orig=opt._set_main_param_and_optimizer_states):
             if "step" not in tensors:
