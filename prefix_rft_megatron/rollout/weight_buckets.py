@@ -5,7 +5,8 @@ the tensors' bytes concatenated in order, plus metadata (name, shape, dtype, sta
 offsets in bytes. The same layout serves both transports:
 
 - colocated (`/update_weights_from_tensor`): `{"flattened_tensor": flat, "metadata": [...]}` pickled with
-  `multiprocessing.reduction.ForkingPickler` (CUDA tensors travel as CUDA-IPC handles) and base64-encoded, one copy
+  ForkingPickler (CUDA tensors travel as CUDA-IPC handles that name their GPU by UUID:
+  `compat.torch_distributed.UUIDForkingPickler`) and base64-encoded, one copy
   per TP rank of the server (each rank deserialises the entry at its own index). The server unpickles with its
   `SafeUnpickler`, whose allow-list admits `types.SimpleNamespace` but no class of ours, so metadata entries are
   SimpleNamespaces; the server reads them by attribute only.
@@ -93,34 +94,21 @@ def unflatten_bucket(flat: torch.Tensor, meta: Sequence) -> List[Tuple[str, torc
     return [(m.name, flat[m.start_idx : m.end_idx].view(m.dtype).reshape(m.shape)) for m in meta]
 
 
-def _patch_cuda_ipc_reductions() -> None:
-    """CUDA tensors must be reduced with SGLang's patch (device UUID instead of index), as slime does, so a server
-    with another CUDA_VISIBLE_DEVICES maps the handle to the right GPU. Needs sglang in this process."""
-    try:
-        from sglang.srt.utils.patch_torch import monkey_patch_torch_reductions
-    except ImportError as e:  # pragma: no cover - GPU path only
-        raise ImportError(
-            "colocated weight sync of CUDA tensors needs the sglang package in the trainer's environment "
-            "(pip install 'prefix_rft_megatron[gpu]'), for its CUDA-IPC tensor reductions"
-        ) from e
-    monkey_patch_torch_reductions()  # pragma: no cover
-
-
 def serialize_for_ranks(obj, tp_size: int, by_value: bool = False) -> List[str]:
     """`obj` pickled and base64-encoded once per TP rank (what SGLang's MultiprocessingSerializer.deserialize
     reads); separate pickles so each rank holds its own IPC references.
 
-    ForkingPickler shares tensors instead of copying them: a CUDA tensor as a CUDA-IPC handle (the colocated GPU
-    path), a CPU tensor as a file descriptor of torch's shared memory, which only a process that torch's
+    ForkingPickler shares tensors instead of copying them: a CUDA tensor as a CUDA-IPC handle naming its GPU by UUID
+    (the colocated GPU path, as sglang's own patched reduction does), a CPU tensor as a file descriptor of torch's shared memory, which only a process that torch's
     multiprocessing connected can receive: an SGLang server, an unrelated process, rejects it (multiprocessing's
     authentication digest) and its scheduler dies. `by_value` (CPU tensors) uses the plain pickler instead: the
     bytes travel in the body, nothing is shared and nothing is left behind."""
-    from multiprocessing.reduction import ForkingPickler
+    from prefix_rft_megatron.compat.torch_distributed import UUIDForkingPickler
 
     out = []
     for _ in range(tp_size):
         buf = io.BytesIO()
-        (pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL) if by_value else ForkingPickler(buf)).dump(obj)
+        (pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL) if by_value else UUIDForkingPickler(buf)).dump(obj)
         out.append(base64.b64encode(buf.getvalue()).decode("ascii"))
     return out
 
@@ -134,8 +122,6 @@ def tensor_update_body(
     tensor's shared fd can be received once; a CUDA-IPC handle is reference-counted per pickle), so one serialized
     payload must never be sent twice. Keep `flat` alive until the server has answered. A CPU tensor (SGLang's CPU
     engine) travels by value (see serialize_for_ranks)."""
-    if flat.is_cuda:
-        _patch_cuda_ipc_reductions()
     body = {
         "serialized_named_tensors": serialize_for_ranks({"flattened_tensor": flat, "metadata": list(meta)}, tp_size,
                                                         by_value=not flat.is_cuda),
