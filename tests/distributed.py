@@ -34,13 +34,15 @@ def run_torchrun(script: str, *args: str, nproc: int = 2, timeout: int = 600, en
     return out
 
 
-def run_torchrun_results(script: str, *args: str, nproc: int = 2, timeout: int = 600) -> list[dict]:
+def run_torchrun_results(script: str, *args: str, nproc: int = 2, timeout: int = 600,
+                         env_extra: dict | None = None) -> list[dict]:
     """Run `script` like `run_torchrun`; return what each rank reported, in rank order."""
     import json
     import tempfile
 
     with tempfile.TemporaryDirectory() as results:
-        log = run_torchrun(script, *args, nproc=nproc, timeout=timeout, env_extra={"DIST_RESULTS_DIR": results})
+        log = run_torchrun(script, *args, nproc=nproc, timeout=timeout,
+                           env_extra={**(env_extra or {}), "DIST_RESULTS_DIR": results})
         out = []
         for rank in range(nproc):
             path = Path(results) / f"rank{rank}.json"

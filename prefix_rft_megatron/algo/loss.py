@@ -32,6 +32,7 @@ import torch.distributed as dist
 from prefix_rft_megatron.algo.config import AlgorithmConfig, KLEstimator
 from prefix_rft_megatron.algo.spec import LossKind, algorithm_spec
 from prefix_rft_megatron.algo.token_stats import vocab_parallel_token_stats
+from prefix_rft_megatron.parallel import collectives
 
 # exp() of a log-ratio beyond this is inf in fp32-adjacent arithmetic; clamping only guards against overflow.
 _MAX_LOG_RATIO = 20.0
@@ -238,10 +239,7 @@ def reduce_metrics(per_microbatch: Iterable[Mapping[str, torch.Tensor]], group=N
         if parallel_state.model_parallel_is_initialized():
             group = parallel_state.get_data_parallel_group(with_context_parallel=True)
     if group is not None and dist.is_initialized() and dist.get_world_size(group) > 1:
-        device = "cuda" if dist.get_backend(group) == "nccl" else "cpu"
-        packed = packed.to(device)
-        dist.all_reduce(packed, group=group)
-        packed = packed.cpu()
+        collectives.all_reduce(packed, group=group)  # a few sums: CPU, over gloo on a GPU cluster
     out = {n: float(s / c) if c > 0 else 0.0 for n, (s, c) in zip(names, packed.tolist())}
     if "advantage/mean" in out and "advantage/sq_mean" in out:
         out["advantage/std"] = max(out["advantage/sq_mean"] - out["advantage/mean"] ** 2, 0.0) ** 0.5

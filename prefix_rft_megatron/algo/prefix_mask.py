@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 
 from prefix_rft_megatron.algo.config import MaskScope, MaskSelection, PrefixMaskConfig
+from prefix_rft_megatron.parallel import collectives
+from prefix_rft_megatron.parallel.backends import compute_device_type
 
 _STREAM_RANDOM_MASK = 0x4D41_534B  # "MASK": separate from the prefix-length stream of the same (seed, step, sample)
 
@@ -84,12 +86,12 @@ def _all_gather_variable(local: torch.Tensor, group) -> torch.Tensor:
         return local
     size = torch.tensor([local.numel()], dtype=torch.long, device=local.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size, group=group)
+    collectives.all_gather(sizes, size, group=group)
     sizes = [int(s) for s in sizes]
     padded = torch.zeros(max(sizes), dtype=local.dtype, device=local.device)
     padded[: local.numel()] = local
     parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded, group=group)
+    collectives.all_gather(parts, padded, group=group)
     return torch.cat([p[:s] for p, s in zip(parts, sizes)])
 
 
@@ -111,8 +113,10 @@ def batch_threshold(local_scores: torch.Tensor, rho: float, group=None) -> torch
         group = _dp_group()
     scores = local_scores.detach().float().reshape(-1)
     if group is not None and dist.is_initialized():
-        scores = _all_gather_variable(scores, group)
-    return _threshold(scores, rho)
+        # the step's scores can be millions of floats: gathered on the compute device (NCCL on a GPU cluster)
+        scores = _all_gather_variable(scores.to(compute_device_type()), group)
+    tau = _threshold(scores, rho)
+    return tau.to(local_scores.device) if tau is not None else None
 
 
 def keep_by_threshold(scores: torch.Tensor, prefix_mask: torch.Tensor, tau: torch.Tensor | None) -> torch.Tensor:

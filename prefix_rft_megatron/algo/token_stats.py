@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from prefix_rft_megatron.parallel import collectives
+
 # Row chunks of about this many elements bound the temporaries of exp and p*log p (16 MiB in fp32).
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -70,7 +72,7 @@ class _VocabParallelTokenStats(torch.autograd.Function):
 
         logits_max = z2.max(dim=-1)[0]
         if world > 1:
-            dist.all_reduce(logits_max, op=dist.ReduceOp.MAX, group=group)
+            collectives.all_reduce(logits_max, op=dist.ReduceOp.MAX, group=group)
         z2.sub_(logits_max.unsqueeze(-1))
 
         vocab_start = rank * part
@@ -91,7 +93,7 @@ class _VocabParallelTokenStats(torch.autograd.Function):
             z2[a:b].copy_(e)
         del buf
         if world > 1:
-            dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
+            collectives.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
         sum_exp, sum_exp_z, target_z = stats[0], stats[1], stats[2]
 
         log_sum_exp = torch.log(sum_exp)

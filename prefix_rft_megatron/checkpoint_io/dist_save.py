@@ -28,16 +28,18 @@ def save_sharded_atomically(sharded_state_dict: dict, final: str | Path, partial
     `partial` behind, never a half-written `final`."""
     import torch.distributed as dist
 
+    from prefix_rft_megatron.parallel import collectives
+
     final, partial = Path(final), Path(partial)
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     if rank0:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     if dist.is_initialized():
-        dist.barrier()
+        collectives.barrier()
     save_sharded(sharded_state_dict, partial)
     if dist.is_initialized():
-        dist.barrier()
+        collectives.barrier()
     if rank0:
         if finish is not None:
             finish(partial)
@@ -45,5 +47,5 @@ def save_sharded_atomically(sharded_state_dict: dict, final: str | Path, partial
             shutil.rmtree(final)
         os.replace(partial, final)
     if dist.is_initialized():
-        dist.barrier()
+        collectives.barrier()
     return final

@@ -13,6 +13,7 @@ from typing import Optional
 from prefix_rft_megatron.algo.config import AlgorithmConfig
 from prefix_rft_megatron.data.config import DataConfig
 from prefix_rft_megatron.evaluation.config import EvalConfig
+from prefix_rft_megatron.parallel.backends import DEFAULT_TIMEOUT_MINUTES
 from prefix_rft_megatron.reward.config import RewardConfig
 from prefix_rft_megatron.rollout.config import RolloutConfig
 from prefix_rft_megatron.train.config import CheckpointConfig, LoggingConfig, TrainConfig
@@ -47,6 +48,15 @@ class ParallelConfig:
     # torch's global RNG on every rank (the same on all) and Megatron's RNG tracker (dropout, if a model has any).
     # Not the weights (they come from model.hf_path / megatron_ckpt); see the top-level `seed`.
     seed: int = 1234
+    # How long a rank waits in a collective before the job aborts. The longest wait is by design: the other ranks
+    # wait while rank 0 alone generates the step's rollouts (every dynamic-sampling draw included) or evaluates
+    # (eval.samples_per_problem completions of every benchmark problem). 120 minutes covers the shipped recipes'
+    # 16k-token rollouts with 4 draws; raise it for longer ones.
+    timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
+
+    def __post_init__(self):
+        if not self.timeout_minutes > 0:
+            raise ValueError(f"parallel.timeout_minutes: {self.timeout_minutes!r} must be > 0")
 
 
 @dataclass

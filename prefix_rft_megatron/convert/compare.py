@@ -88,6 +88,7 @@ def _compare(args, tol: float) -> int:
     import torch
     import torch.distributed as dist
 
+    from prefix_rft_megatron.parallel import collectives
     from prefix_rft_megatron.parallel.init import destroy_parallel, initialize_parallel
 
     initialize_parallel(tp=args.tp, pp=args.pp, seed=args.seed)
@@ -100,7 +101,7 @@ def _compare(args, tol: float) -> int:
               f"max|logit diff|={diff['logit']:.3e} max|logprob diff|={diff['logprob']:.3e} tol={tol:.0e} "
               f"{'OK' if ok else 'FAIL'}", flush=True)
         failed[0] = 0 if ok else 1
-    dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+    collectives.all_reduce(failed, op=dist.ReduceOp.MAX)  # CPU: gloo on a GPU cluster
     destroy_parallel()
     return int(failed.item())
 

@@ -2,7 +2,8 @@
 
 One entry point for every process that runs Megatron code: the trainer, the converters' checks, the tests. Under
 `torchrun` it reads RANK/WORLD_SIZE from the environment; a plain `python` process becomes a world of one.
-NCCL when CUDA is present, gloo otherwise (with the CPU shims installed first).
+The backend is `parallel.backends.process_group_backend()`: a backend per device on CUDA ("cpu:gloo,cuda:nccl"), gloo
+on CPU (with the CPU shims installed first). Collectives go through `parallel.collectives`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from prefix_rft_megatron.compat import cpu
+from prefix_rft_megatron.parallel.backends import DEFAULT_TIMEOUT_MINUTES, process_group_backend
 
 logger = logging.getLogger(__name__)
 
@@ -37,30 +39,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(backend: str | None = None, timeout_minutes: int = 30) -> None:
-    """Create the default process group once (no-op if it exists)."""
+def init_distributed(timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES) -> None:
+    """Create the default process group once (no-op if it exists). `timeout_minutes` bounds every collective's
+    wait, the longest being the other ranks' while rank 0 alone generates or evaluates."""
     if dist.is_initialized():
         return
     if "RANK" not in os.environ:  # plain `python`: a world of one on loopback
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    use_cuda = torch.cuda.is_available()
-    backend = backend or ("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    device_id = None
+    if torch.cuda.is_available():
+        device_id = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device_id)  # before NCCL: each rank's communicator on its own GPU
     else:
         cpu.install()
     import datetime
 
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    dist.init_process_group(backend=process_group_backend(), timeout=datetime.timedelta(minutes=timeout_minutes),
+                            device_id=device_id)
 
 
-def initialize_parallel(tp: int = 1, pp: int = 1, seed: int = 1234) -> ParallelLayout:
+def initialize_parallel(tp: int = 1, pp: int = 1, seed: int = 1234,
+                        timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES) -> ParallelLayout:
     """Initialise torch.distributed and Megatron's TP x PP x DP groups; DP is what is left of the world."""
     from megatron.core import parallel_state, tensor_parallel
 
-    init_distributed()
+    init_distributed(timeout_minutes)
     world = dist.get_world_size()
     if world % (tp * pp) != 0:
         raise ValueError(f"parallel: world size {world} is not divisible by tp*pp = {tp}*{pp}")
@@ -77,7 +82,8 @@ def initialize_parallel(tp: int = 1, pp: int = 1, seed: int = 1234) -> ParallelL
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     layout = ParallelLayout(tp=tp, pp=pp, dp=world // (tp * pp), rank=dist.get_rank(), world_size=world, device=device)
     if layout.rank == 0:
-        logger.info("parallel: world=%d tp=%d pp=%d dp=%d backend=%s", world, tp, pp, layout.dp, dist.get_backend())
+        logger.info("parallel: world=%d tp=%d pp=%d dp=%d backend=%s", world, tp, pp, layout.dp,
+                    dist.get_backend_config())
     return layout
 
 

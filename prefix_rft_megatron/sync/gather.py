@@ -17,6 +17,7 @@ from megatron.core.transformer.transformer_layer import get_transformer_layer_of
 from prefix_rft_megatron.convert import mapping
 from prefix_rft_megatron.model.arch import ModelArch
 from prefix_rft_megatron.model.builder import unwrap_model
+from prefix_rft_megatron.parallel import collectives
 
 
 
@@ -36,7 +37,7 @@ def gather_tp(tensor: torch.Tensor, rule: mapping.ParamRule) -> torch.Tensor:
     if rule.tp_dim is None or tp == 1:
         return tensor
     shards = [torch.empty_like(tensor) for _ in range(tp)]
-    dist.all_gather(shards, tensor.contiguous(), group=parallel_state.get_tensor_model_parallel_group())
+    collectives.all_gather(shards, tensor.contiguous(), group=parallel_state.get_tensor_model_parallel_group())
     return mapping.merge_tp_shards(rule, shards)
 
 

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from prefix_rft_megatron.model.arch import ModelArch
+from prefix_rft_megatron.parallel import collectives
 from prefix_rft_megatron.rollout.weight_buckets import bucketize, flatten_bucket, tensor_nbytes, unflatten_bucket
 from prefix_rft_megatron.sync.gather import iter_hf_tensors
 
@@ -100,8 +101,7 @@ class WeightSync:
         # The replica's first rank: TP rank 0 of PP stage 0 in this rank's model-parallel group.
         mp_group = parallel_state.get_model_parallel_group()
         me = (dist.get_rank(), tp_rank, pp_rank, has_engine)
-        members: list = [None] * dist.get_world_size(mp_group)
-        dist.all_gather_object(members, me, group=mp_group)
+        members = collectives.all_gather_object(me, group=mp_group)
         owner = next(r for r, tp, pp, _ in members if tp == 0 and pp == 0)
         wrong = [r for r, tp, pp, e in members if e and (tp, pp) != (0, 0)]
         if wrong:
@@ -158,14 +158,12 @@ class WeightSync:
         for stage in range(1, self.role.pp_size):
             src = dist.get_global_rank(self.role.pp_group, stage)
             while True:
-                box = [None]
-                dist.recv_object_list(box, src=src, group=self.role.pp_group)
-                meta = box[0]
+                meta = collectives.recv_object(src=src, group=self.role.pp_group)
                 if meta is None:
                     break
                 nbytes = meta[-1].end_idx
                 flat = torch.empty(nbytes, dtype=torch.uint8, device=_device())
-                dist.recv(flat, src=src, group=self.role.pp_group)
+                collectives.recv(flat, src=src, group=self.role.pp_group)
                 bucket = unflatten_bucket(flat, meta)
                 stats.add(bucket)
                 yield bucket
@@ -181,12 +179,12 @@ class WeightSync:
             if not sender:
                 continue
             flat, meta = flatten_bucket(bucket)
-            dist.send_object_list([meta], dst=dst, group=role.pp_group)
-            dist.send(flat, dst=dst, group=role.pp_group)
+            collectives.send_object(meta, dst=dst, group=role.pp_group)
+            collectives.send(flat, dst=dst, group=role.pp_group)
             stats.add(bucket)
             del flat, bucket
         if sender:
-            dist.send_object_list([None], dst=dst, group=role.pp_group)
+            collectives.send_object(None, dst=dst, group=role.pp_group)
 
 
 def _device() -> torch.device:

@@ -48,6 +48,7 @@ from prefix_rft_megatron.model.builder import unwrap_model
 from prefix_rft_megatron.checkpoint_io.dist_save import save_sharded_atomically
 from prefix_rft_megatron.model.load import CheckpointLayoutError, check_vocab_padding
 from prefix_rft_megatron.train.config import OPTIMIZER_FORMATS
+from prefix_rft_megatron.parallel import collectives
 
 logger = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -89,7 +90,7 @@ def _test_save_delay(partial: Path) -> None:
 
 def _barrier() -> None:
     if dist.is_initialized():
-        dist.barrier()
+        collectives.barrier()
 
 
 def read_sharded(request: dict, path: Path) -> dict:

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from prefix_rft_megatron.checkpoint_io.hf_io import TOKENIZER_SIDE_FILES
 from prefix_rft_megatron.convert.megatron_to_hf import convert_megatron_to_hf
 from prefix_rft_megatron.data.config import resolve_path
+from prefix_rft_megatron.parallel import collectives
 
 
 def training_tokenizer_dir(data_tokenizer: str) -> Path | None:
@@ -26,5 +27,5 @@ def export_hf(checkpoint: Path | None, out_dir: Path, hf_config_dir: str, data_t
     if checkpoint is not None and dist.get_rank() == 0:
         convert_megatron_to_hf(checkpoint, out_dir, hf_config_dir=hf_config_dir, overwrite=True, progress=False,
                                tokenizer_dir=training_tokenizer_dir(data_tokenizer))
-    dist.barrier()
+    collectives.barrier()
     return out_dir if checkpoint is not None else None

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from prefix_rft_megatron.algo.spec import AlgorithmSpec
 from prefix_rft_megatron.rollout.types import Rollout, by_group
+from prefix_rft_megatron.parallel import collectives
 
 
 def _mean(xs) -> float:
@@ -54,8 +55,8 @@ def logprob_gap(trainer_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, 
                          dtype=torch.float64)
     if dist.is_initialized() and dist.get_world_size() > 1:
         total, peak = stats[:2].clone(), stats[2:].clone()
-        dist.all_reduce(total)
-        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        collectives.all_reduce(total)  # CPU float64: gloo on a GPU cluster
+        collectives.all_reduce(peak, op=dist.ReduceOp.MAX)
         stats = torch.cat([total, peak])
     n = stats[1].item()
     return {"logprob_diff/mean": stats[0].item() / n if n else float("nan"),
