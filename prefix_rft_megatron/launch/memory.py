@@ -31,6 +31,9 @@ Colocated SGLang (train.colocate, rollout.engine=sglang): sglang 0.5.23 leaves (
 memory free *when it starts* (model_runner `pre_model_load_memory`), so it takes mem_fraction_static x (GPU - what
 the trainer holds then); that is its weights (bf16, / its TP) plus the KV cache. The trainer then holds its
 weights, gradients and fp32 master shard (Adam's m and v come with the first step, while the engine is released).
+After a step the engine takes its weights back first, the sync runs, and only then its KV cache (train/colocated.py,
+as slime does): the generation peak is the larger of the engine's whole share and its weights plus the sync
+transient.
 
 Not counted, and budgeted as one `reserve` (default 5 GiB): the CUDA context, NCCL's buffers, the allocator's
 fragmentation and temporaries of the kernels.
@@ -213,7 +216,8 @@ def estimate(arch: ModelArch, lay: Layout, engine: Engine | None = None,
             sm.engine_kv = engine_total - engine_weights
             t["engine weights (colocated)"] = engine_weights
             t["engine KV cache (colocated)"] = sm.engine_kv
-            sm.gen_peak = states + reserve_gib + engine_total
+            t["weight sync into the engine (colocated)"] = engine_weights + t["weight-sync peak"]
+            sm.gen_peak = states + reserve_gib + max(engine_total, t["weight sync into the engine (colocated)"])
         out.append(sm)
     return out
 

@@ -107,13 +107,17 @@ def sglang_server_script(model_path: str, tp_size: int = 8, port: int = 30000, m
 
     import nemo_run as run
 
+    from prefix_rft_megatron.rollout.sglang.server import TRAINER_ONLY_ENV
+
     cmd = ["python", "-m", "sglang.launch_server", "--model-path", model_path, "--tp-size", str(tp_size),
            "--host", "0.0.0.0", "--port", str(port), "--dtype", "bfloat16", "--skip-tokenizer-init",
            "--mem-fraction-static", str(mem_fraction_static)]
     if context_length:
         cmd += ["--context-length", str(context_length)]
     cmd += list(extra_args)
-    return run.Script(inline=" ".join(shlex.quote(c) for c in cmd) + "\n", entrypoint="bash")
+    # every Slurm job exports CUDA_DEVICE_MAX_CONNECTIONS=1 (launch.config.SLURM_BASE_ENV), for the trainer only
+    unset = "unset " + " ".join(TRAINER_ONLY_ENV) + "\n"
+    return run.Script(inline=unset + " ".join(shlex.quote(c) for c in cmd) + "\n", entrypoint="bash")
 
 
 def train_cpus_per_task(lc: LaunchConfig) -> int:

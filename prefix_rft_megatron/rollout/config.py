@@ -92,8 +92,9 @@ class RolloutConfig:
     retry_backoff_s: float = 1.0
     # Upper bound of one backoff delay in seconds.
     retry_backoff_max_s: float = 30.0
-    # Concurrent /generate requests in flight across all servers (one request per sample).
-    max_concurrent_requests: int = 256
+    # Concurrent /generate requests in flight per server (one request per sample): the fleet takes this many times the
+    # number of servers, so adding servers adds throughput (one cap for the whole fleet left 32 per server at 8).
+    max_requests_per_server: int = 256
 
     # --- weight sync ---
     # "tensor": colocated servers receive CUDA-IPC handles via /update_weights_from_tensor; "distributed": servers on
@@ -142,8 +143,8 @@ class RolloutConfig:
               f"mem_fraction_static={self.mem_fraction_static}: must be in (0, 1)")
         check(self.weight_bucket_mib >= 1, f"weight_bucket_mib={self.weight_bucket_mib}: must be >= 1")
         check(self.max_attempts >= 1, f"max_attempts={self.max_attempts}: must be >= 1")
-        check(self.max_concurrent_requests >= 1,
-              f"max_concurrent_requests={self.max_concurrent_requests}: must be >= 1")
+        check(self.max_requests_per_server >= 1,
+              f"max_requests_per_server={self.max_requests_per_server}: must be >= 1")
         check(self.hf_max_batch_size >= 1, f"hf_max_batch_size={self.hf_max_batch_size}: must be >= 1")
         check(self.hf_dtype in ("float32", "bfloat16", "float16"),
               f"hf_dtype={self.hf_dtype!r}: float32|bfloat16|float16")

@@ -20,6 +20,8 @@ from .types import Completion, GenerateRequest, Rollout, RolloutKind, SamplingPa
 # [("model.layers.0.self_attn.q_proj.weight", t), ...].
 WeightBucket = Sequence[Tuple[str, torch.Tensor]]
 
+MEMORY_PARTS = ("weights", "kv_cache")  # what `resume_memory` takes back, in the order a colocated step does
+
 
 class RolloutEngine(abc.ABC):
     """What the trainer calls. Every method blocks until the engine has done it."""
@@ -42,8 +44,9 @@ class RolloutEngine(abc.ABC):
         updated (or memory resumed) before the next generate."""
 
     @abc.abstractmethod
-    def resume_memory(self) -> None:
-        """Take back the memory released by `release_memory`."""
+    def resume_memory(self, part: Optional[str] = None) -> None:
+        """Take back the memory released by `release_memory`: one of MEMORY_PARTS ("weights" before a weight
+        update, "kv_cache" after it, so the two and the sync's transient are never resident together), or all."""
 
     @abc.abstractmethod
     def health(self) -> bool:

@@ -267,7 +267,10 @@ class HFEngine(RolloutEngine):
                 torch.cuda.empty_cache()
         self._released = True
 
-    def resume_memory(self) -> None:
+    def resume_memory(self, part: Optional[str] = None) -> None:
+        """The model's weights are all it holds (no KV cache between calls): "kv_cache" has nothing to take back."""
+        if part == "kv_cache":
+            return
         if self._device.type != "cpu":
             self.model.to(self._device)
         self._released = False

@@ -30,6 +30,7 @@ from prefix_rft_megatron.data import PromptDataset, PromptSampler, load_tokenize
 from prefix_rft_megatron.model import ModelArch, build_gpt_model
 from prefix_rft_megatron.model.forward import mask_padded_vocab
 from prefix_rft_megatron.model.load import load_model_weights
+from prefix_rft_megatron.parallel import collectives
 from prefix_rft_megatron.parallel.init import initialize_parallel
 from prefix_rft_megatron.process.lock import OutputDirLock
 from prefix_rft_megatron.process.signals import StopRequest, StopTraining
@@ -37,6 +38,7 @@ from prefix_rft_megatron.rollout import GroupSpec, Rollout, build_engine, by_gro
 from prefix_rft_megatron.sync.weight_sync import WeightSync
 from prefix_rft_megatron.train.batch import SequenceBatch, build_batch
 from prefix_rft_megatron.train.checkpoint import CheckpointManager
+from prefix_rft_megatron.train.colocated import sync_into_colocated_engine
 from prefix_rft_megatron.train.metrics import MetricsWriter
 from prefix_rft_megatron.train.micro_batches import (MicroBatchLayout, MicroBatchRows, balanced_shares,
                                                      plan_micro_batches)
@@ -82,7 +84,8 @@ class Trainer:
 
     def _setup_parallel(self) -> None:
         cfg = self.cfg
-        self.layout = initialize_parallel(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.seed)
+        self.layout = initialize_parallel(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.seed,
+                                          cfg.parallel.timeout_minutes)
         self.rank0 = dist.get_rank() == 0
         self.out = Path(cfg.logging.output_dir)
         self.lock = _on_rank0(lambda: OutputDirLock(self.out).acquire())  # one trainer per output directory
@@ -128,7 +131,7 @@ class Trainer:
             if m is not None and self.layout.pp > 1 and not self.mb_layout.fixed_shape:
                 m.config.variable_seq_lengths = True  # stages exchange each micro-batch's shape first
         # global rank -> DP rank, for sending each rank its share of the step
-        self._dp_rank_of = _all_gather(parallel_state.get_data_parallel_rank())
+        self._dp_rank_of = collectives.all_gather_object(parallel_state.get_data_parallel_rank())
 
     def _setup_optimizer(self) -> None:
         tc = self.cfg.train
@@ -144,7 +147,8 @@ class Trainer:
         """Engine and reward pool on rank 0 (where rollouts are generated and scored); weight sync everywhere."""
         cfg = self.cfg
         self.engine = build_engine(cfg.rollout, hf_config=cfg.model.hf_path) if self.rank0 else None
-        self._offload_engine = self.engine is not None and cfg.train.colocate and cfg.rollout.offload_during_training
+        # on every rank: the colocated sync after a step is collective (train/colocated.py)
+        self._offload_engine = cfg.train.colocate and cfg.rollout.offload_during_training
         self.weight_sync = WeightSync(self.model, self.arch, self.engine, cfg.rollout.weight_bucket_mib * 2**20)
         if self.rank0:
             from prefix_rft_megatron.reward import RewardScorer
@@ -169,7 +173,7 @@ class Trainer:
             convert_hf_to_megatron(self.cfg.model.hf_path, path, tp=self.cfg.parallel.tp, pp=self.cfg.parallel.pp,
                                    make_vocab_size_divisible_by=self.cfg.model.make_vocab_size_divisible_by,
                                    overwrite=True, progress=False)
-        dist.barrier()
+        collectives.barrier()
         return path
 
     def _check_benchmarks(self) -> None:
@@ -195,7 +199,7 @@ class Trainer:
             for name in ("checkpoints", "tensorboard", "eval", "hf"):
                 shutil.rmtree(self.out / name, ignore_errors=True)
             self.metrics.path.unlink(missing_ok=True)
-        dist.barrier()
+        collectives.barrier()
 
     def resume(self) -> None:
         """Continue the run in logging.output_dir, start it, or refuse to mix two runs (see checkpoint.overwrite)."""
@@ -235,9 +239,8 @@ class Trainer:
             return
         signum = self.stop.signum or 0
         if dist.get_world_size() > 1:
-            flag = torch.tensor([signum], dtype=torch.int64,
-                                device=torch.cuda.current_device() if torch.cuda.is_available() else "cpu")
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            flag = torch.tensor([signum], dtype=torch.int64)  # CPU: gloo on a GPU cluster, no device sync
+            collectives.all_reduce(flag, op=dist.ReduceOp.MAX)
             signum = int(flag.item())
         if signum:
             raise StopTraining(signum)
@@ -277,7 +280,7 @@ class Trainer:
         t_rollout = time.perf_counter() - score_s  # generation only: scoring counts as time/reward
         share = self._share_step(rollouts)
         self._stop_point()
-        if self._offload_engine:
+        if self._offload_engine and self.engine is not None:
             self.engine.release_memory()  # colocated: the engines' weights and KV cache leave the GPU while we train
         t_reward = time.perf_counter()
         batch, advantages, plans = self.step_tensors(share)
@@ -291,8 +294,9 @@ class Trainer:
         train_metrics, trainer_logprobs = self.update(batch, plans, advantages, old_logprobs, keep, ref_logprobs)
         t_train = time.perf_counter()
         if self._offload_engine:
-            hand_memory_back(self.engine)
-        sync = self.weight_sync.sync(version=step + 1)
+            sync = sync_into_colocated_engine(self.engine, self.weight_sync, version=step + 1)
+        else:
+            sync = self.weight_sync.sync(version=step + 1)
         t_sync = time.perf_counter()
         step_metrics = {}
         if self.rank0:  # the whole step's rollouts live here
@@ -428,9 +432,7 @@ class Trainer:
             if dist.get_world_size() == 1:
                 return per_dp[0]
             payloads = [per_dp[self._dp_rank_of[g]] for g in range(dist.get_world_size())]
-        holder = [None]
-        dist.scatter_object_list(holder, payloads, src=0)
-        return holder[0]
+        return collectives.scatter_object(payloads, src=0)
 
     def step_tensors(self, share: StepShare) -> tuple[SequenceBatch, torch.Tensor, list[list[MicroBatchRows]]]:
         """This rank's rows as [n, S] tensors, their token advantages, and each mini-batch's micro-batches."""
@@ -558,10 +560,8 @@ class Trainer:
         """Loss-module metrics reduced over micro-batches and DP, then sent from the last PP stage to rank 0."""
         reduced = algo.reduce_metrics(per_micro) if parallel_state.is_pipeline_last_stage() else None
         if self.layout.pp > 1:
-            holder = [reduced]
-            src = dist.get_process_group_ranks(parallel_state.get_pipeline_model_parallel_group())[-1]
-            dist.broadcast_object_list(holder, src=src, group=parallel_state.get_pipeline_model_parallel_group())
-            reduced = holder[0]
+            group = parallel_state.get_pipeline_model_parallel_group()
+            reduced = collectives.broadcast_object(reduced, src=dist.get_process_group_ranks(group)[-1], group=group)
         return {f"loss/{k}" if "/" not in k else k: v for k, v in (reduced or {}).items()}
 
     def _logprob_gap(self, batch: SequenceBatch, old_logprobs: torch.Tensor) -> dict[str, float]:
@@ -598,14 +598,6 @@ class Trainer:
             self.lock.release()
 
 
-def hand_memory_back(engine) -> None:
-    """After training, before a colocated engine resumes: the caching allocator keeps the step's freed activation
-    blocks reserved, and the engine needs the memory free again that it had at its start; empty the cache first."""
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    engine.resume_memory()
-
-
 def _on_rank0(fn):
     """Run `fn` on global rank 0; its exception is raised on every rank (each would otherwise wait in the next
     collective for a rank that has gone). Returns fn's result on rank 0, None elsewhere."""
@@ -627,12 +619,6 @@ class FailedOnRank0(ValueError):
     """What rank 0 raised in `_on_rank0`, on the other ranks (rank 0 reports it)."""
 
 
-def _all_gather(obj) -> list:
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def micro_batch_layout(tc, model_config) -> MicroBatchLayout:
     """The run's micro-batch rule (train.micro_batch_size / max_tokens_per_micro_batch / packing)."""
     return MicroBatchLayout(
@@ -644,6 +630,4 @@ def micro_batch_layout(tc, model_config) -> MicroBatchLayout:
 def _broadcast(obj):
     if dist.get_world_size() == 1:
         return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
+    return collectives.broadcast_object(obj, src=0)

@@ -88,6 +88,10 @@ def test_sglang_server_recipe_dryrun(tmp_path):
     assert "torchrun" not in out["sbatch"]
     assert "bash /nemo_run/scripts/sglang.sh" in out["sbatch"]  # the server command, below
     assert "--mem-fraction-static 0.8 --context-length 9216" in script.inline
+    # the job exports CUDA_DEVICE_MAX_CONNECTIONS=1 for the trainer; the server's line comes after it is unset
+    unset, server = script.inline.splitlines()[:2]
+    assert "CUDA_DEVICE_MAX_CONNECTIONS=1" in out["sbatch"] and unset.startswith("unset ")
+    assert "CUDA_DEVICE_MAX_CONNECTIONS" in unset.split() and server.startswith("python -m sglang.launch_server")
 
 
 def test_cli_dryrun_local_and_config_errors(tmp_path, capsys):

@@ -31,7 +31,7 @@ def _body(stub, path):
 
 def attach(servers, sleeps=None, **over):
     kw = dict(engine="sglang", server_urls=[s.url for s in servers], health_timeout_s=5.0, health_poll_interval_s=0.05,
-              request_timeout_s=10.0, max_attempts=3, retry_backoff_s=0.01, max_concurrent_requests=8)  # fmt: skip
+              request_timeout_s=10.0, max_attempts=3, retry_backoff_s=0.01, max_requests_per_server=8)  # fmt: skip
     kw.update(over)
     sleep = (lambda s: sleeps.append(s)) if sleeps is not None else time.sleep
     return SGLangEngine(RolloutConfig(**kw), sleep=sleep)
@@ -260,7 +260,7 @@ def test_distributed_weight_update_broadcasts_what_the_servers_allocate(stub_ser
             inits = [b for m, p, b in s.requests if p == "/init_weights_update_group"]
             assert inits == [{"master_address": "127.0.0.1", "master_port": 29777, "rank_offset": 1 + 2 * i,
                               "world_size": 5, "group_name": "prefix_rft_weight_update",
-                              "backend": "nccl"}]  # fmt: skip
+                              "backend": "gloo"}]  # this machine's device: gloo on CPU (NCCL on CUDA)
             seq = [p for m, p, b in s.requests if p not in (*SETUP_PATHS, "/init_weights_update_group")]
             assert seq[:2] == ["/pause_generation", "/begin_weight_update"]
             assert seq[-3:] == ["/end_weight_update", "/flush_cache", "/continue_generation"]
@@ -398,5 +398,21 @@ def test_update_group_address_found_from_the_route_to_the_servers(stub_servers):
         eng.update_weights([_state()[:1]], version=1)
         assert groups[0][0] == "127.0.0.1"
         assert _body(stub_servers[0], "/init_weights_update_group")["master_address"] == "127.0.0.1"
+    finally:
+        eng.shutdown()
+
+
+def test_launched_servers_do_not_inherit_the_trainers_settings():
+    from prefix_rft_megatron.rollout.sglang.server import server_env
+
+    env = server_env({"CUDA_DEVICE_MAX_CONNECTIONS": "1", "RANK": "3", "MASTER_PORT": "29500", "HF_HOME": "/hf",
+                      "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert env == {"HF_HOME": "/hf", "CUDA_VISIBLE_DEVICES": "0,1"}
+
+
+def test_request_cap_is_per_server(stub_servers):
+    eng = attach(stub_servers, max_requests_per_server=3)
+    try:  # 3 in flight per server, for each of the 2, and one for the weight-update calls
+        assert eng._pool._max_workers == 3 * 2 + 1
     finally:
         eng.shutdown()

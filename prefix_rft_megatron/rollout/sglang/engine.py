@@ -22,7 +22,7 @@ from ..weight_buckets import rebucket
 from .client import HTTPClient, SGLangError, SGLangVersionError
 from .distributed_transport import DistributedTransport
 from .payloads import SGLANG_API_VERSION, api_version_matches, generate_payload, parse_generate_response
-from .server import ServerProcess, build_server_command
+from .server import ServerProcess, build_server_command, server_env
 from .tensor_transport import TensorTransport
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class SGLangEngine(RolloutEngine):
             for i in range(cfg.num_servers):
                 cmd = build_server_command(cfg, i)
                 logger.info("launching SGLang server %d: %s", i, " ".join(cmd))
-                self.processes.append(ServerProcess(cmd, log_dir / f"server_{i}.log"))
+                self.processes.append(ServerProcess(cmd, log_dir / f"server_{i}.log", env=server_env()))
                 urls.append(f"http://{cfg.host}:{cfg.base_port + i}")
         self.clients = [
             HTTPClient(u, cfg.request_timeout_s, cfg.max_attempts, cfg.retry_backoff_s, cfg.retry_backoff_max_s, sleep)
@@ -59,7 +59,9 @@ class SGLangEngine(RolloutEngine):
         self._inflight = [0] * len(self.clients)
         self._rr = 0
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=max(cfg.max_concurrent_requests, len(self.clients) + 1))
+        # one worker per request in flight, rollout.max_requests_per_server of them per server (_pick spreads them),
+        # and one for the weight-update calls that go out while generation requests wait
+        self._pool = ThreadPoolExecutor(max_workers=cfg.max_requests_per_server * len(self.clients) + 1)
         self._flush_before_generate = False
         self.transport = (TensorTransport(cfg.tp_size) if cfg.weight_sync == "tensor" else
                           DistributedTransport(cfg, update_group_factory, broadcast))
@@ -216,8 +218,11 @@ class SGLangEngine(RolloutEngine):
         self._flush_when_idle()  # the KV cache is being released anyway
         self._all("/release_memory_occupation", {})
 
-    def resume_memory(self) -> None:
-        self._all("/resume_memory_occupation", {})
+    def resume_memory(self, part: Optional[str] = None) -> None:
+        """sglang 0.5.23's tags: "weights"; "kv_cache" with "cuda_graph" (the graphs' buffers come back with the cache,
+        as slime resumes them); none for all."""
+        tags = {"weights": ["weights"], "kv_cache": ["kv_cache", "cuda_graph"], None: None}[part]
+        self._all("/resume_memory_occupation", {} if tags is None else {"tags": tags})
 
     def shutdown(self) -> None:
         if self._closed:

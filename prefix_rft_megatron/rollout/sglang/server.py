@@ -13,6 +13,18 @@ from ...process.parent_death import set_parent_death_signal
 from ..config import RolloutConfig
 
 
+# The trainer's settings that a server must not inherit: CUDA_DEVICE_MAX_CONNECTIONS=1 keeps Megatron's TP
+# communication in launch order and would serialise the server's kernels; torchrun's variables name a rank of the
+# trainer's world, which a server is not.
+TRAINER_ONLY_ENV = ("CUDA_DEVICE_MAX_CONNECTIONS", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                    "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
+def server_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment of a launched server: the trainer's (`base`, default os.environ) less TRAINER_ONLY_ENV."""
+    return {k: v for k, v in (os.environ if base is None else base).items() if k not in TRAINER_ONLY_ENV}
+
+
 def build_server_command(cfg: RolloutConfig, index: int) -> List[str]:
     """`python -m sglang.launch_server ...` for server `index` of `cfg` (GPUs base_gpu_id + index * tp_size ...)."""
     cmd = [

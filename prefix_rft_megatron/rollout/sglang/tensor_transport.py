@@ -6,6 +6,16 @@ from __future__ import annotations
 from .. import weight_buckets
 
 
+def free_ipc_memory() -> None:
+    """After each bucket: release the CUDA-IPC blocks the servers have closed and return the flat copy's block to
+    the driver, so a colocated update holds one bucket at a time (slime does the same per bucket)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.ipc_collect()
+        torch.cuda.empty_cache()
+
+
 class TensorTransport:
     path = "/update_weights_from_tensor"
 
@@ -20,6 +30,7 @@ class TensorTransport:
             self.path, lambda: weight_buckets.tensor_update_body(flat, meta, self.tp_size, False, version))
         servers.check(futs, self.path)
         del flat  # the servers answered: their copies are enqueued and hold their own IPC references
+        free_ipc_memory()
 
     def close(self) -> None:
         pass
