@@ -33,9 +33,12 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        # the SGLang client speaks sglang 0.5.23's HTTP API (rollout/sglang/payloads.SGLANG_API_VERSION, checked on
-        # attach); transformer-engine: whatever matches the CUDA torch of the machine
-        "gpu": ["sglang==0.5.23", "transformer-engine[pytorch]"],
+        # The trainer's GPU environment: Transformer Engine within megatron-core 0.16.1's own range (its dev extra pins
+        # >=2.9,<2.12). Install with --no-build-isolation: transformer_engine_torch compiles against the torch already
+        # in the environment, not one pip's build isolation fetches. sglang is NOT here: sglang 0.5.23 pins its own
+        # torch (2.14.1) and CUDA stack, so the servers get an environment of their own (README, "GPU"); the trainer
+        # only speaks its HTTP API (rollout/sglang/payloads.SGLANG_API_VERSION) and needs no sglang import.
+        "gpu": ["transformer-engine[pytorch]>=2.9,<2.12"],
         "wandb": ["wandb"],
         # trl: the smoke test of benchmarks/bench_vs_trl.py runs both trainers (tests/benchmarks)
         "test": ["pytest>=8", "trl==1.16.0"],
