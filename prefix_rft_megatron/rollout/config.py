@@ -8,7 +8,7 @@ empty string or list, documented on the field. String choices are plain `str` ch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 from .types import SamplingParams
 
@@ -114,6 +114,15 @@ class RolloutConfig:
     # Release GPU memory of colocated servers (weights and KV cache) while the trainer runs (read when
     # train.colocate; servers on their own GPUs keep their memory).
     offload_during_training: bool = True
+
+    def colocated_server_ranks(self) -> Optional[List[int]]:
+        """With weight_sync=tensor (colocated SGLang servers), the trainer ranks on the servers' GPUs: server i's TP
+        rank j on GPU base_gpu_id + i * tp_size + j of the first node, where trainer rank = local rank = GPU; the
+        weight sync hands each its own GPU's handles. None otherwise."""
+        if self.engine != "sglang" or self.weight_sync != "tensor":
+            return None
+        servers = len(self.server_urls) or self.num_servers
+        return [self.base_gpu_id + i * self.tp_size + j for i in range(servers) for j in range(self.tp_size)]
 
     def sampling_params(self, temperature: float) -> SamplingParams:
         """The rollout sampling defaults as per-request parameters at `temperature` (algorithm.temperature; n is

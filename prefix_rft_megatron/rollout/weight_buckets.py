@@ -21,6 +21,7 @@ import base64
 import io
 import itertools
 import pickle
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Iterable, Iterator, List, Sequence, Tuple
 
@@ -111,6 +112,30 @@ def serialize_for_ranks(obj, tp_size: int, by_value: bool = False) -> List[str]:
         (pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL) if by_value else UUIDForkingPickler(buf)).dump(obj)
         out.append(base64.b64encode(buf.getvalue()).decode("ascii"))
     return out
+
+
+def free_ipc_memory() -> None:
+    """After each colocated bucket: release the CUDA-IPC blocks the servers have closed and return the flat copy's
+    block to the driver, so an update holds one bucket at a time (slime does the same per bucket)."""
+    if torch.cuda.is_available():
+        torch.cuda.ipc_collect()
+        torch.cuda.empty_cache()
+
+
+@dataclass(frozen=True)
+class RankHandles:
+    """One bucket as every trainer rank serialized it on its own GPU (colocated, `sync.weight_sync` per-rank mode):
+    `payloads[r]` is global rank r's `{"flattened_tensor", "metadata"}` pickle, for the server TP rank on rank r's
+    GPU. `nbytes` / `tensors`: the bucket's size, for the sync's figures."""
+
+    payloads: List[str]
+    nbytes: int
+    tensors: int
+
+
+def serialize_one(flat: torch.Tensor, meta: Sequence) -> str:
+    """This rank's payload of a bucket for the server rank on its own device (see `serialize_for_ranks`)."""
+    return serialize_for_ranks({"flattened_tensor": flat, "metadata": list(meta)}, 1, by_value=not flat.is_cuda)[0]
 
 
 def tensor_update_body(

@@ -12,6 +12,13 @@ Who does what (every rank calls `WeightSync.sync(step)`; it is collective):
   buckets lazily to `engine.update_weights(buckets, version=step)`.
 No process holds the whole model: per rank, at most one bucket's tensors (at TP=1 mostly views of the live
 parameters), its flat send/receive buffer, and the TP shards plus merged copy of the tensor being gathered.
+
+Per-rank mode (colocated SGLang servers, `rollout.weight_sync=tensor`): every server TP rank must open a CUDA-IPC
+handle of its OWN GPU's memory. So every rank of every replica walks the whole model (each PP stage's TP-gathered
+tensors broadcast over the PP group), buckets it the same way, flattens each bucket on its own GPU and serializes
+it; the handles of the ranks whose GPU hosts a server rank (`server_ranks`) are gathered on the engine's rank, which
+posts each server its own ranks' handles (`weight_buckets.RankHandles`); a barrier after each bucket keeps every
+rank's flat copy alive until the servers have opened it.
 If the engine fails mid-update, the owner drains the remaining buckets (so no stage stays blocked in a send) and
 re-raises.
 """
@@ -29,7 +36,8 @@ from megatron.core import parallel_state
 
 from prefix_rft_megatron.model.arch import ModelArch
 from prefix_rft_megatron.parallel import collectives
-from prefix_rft_megatron.rollout.weight_buckets import bucketize, flatten_bucket, tensor_nbytes, unflatten_bucket
+from prefix_rft_megatron.rollout.weight_buckets import (RankHandles, bucketize, flatten_bucket, free_ipc_memory,
+                                                       serialize_one, tensor_nbytes, unflatten_bucket)
 from prefix_rft_megatron.sync.gather import iter_hf_tensors
 
 logger = logging.getLogger(__name__)
@@ -84,13 +92,20 @@ class WeightSync:
     and None elsewhere. Construction is collective (ranks agree on which replica sends).
     """
 
-    def __init__(self, model, arch: ModelArch, engine=None, bucket_bytes: int = DEFAULT_BUCKET_MIB * 2**20):
+    def __init__(self, model, arch: ModelArch, engine=None, bucket_bytes: int = DEFAULT_BUCKET_MIB * 2**20,
+                 server_ranks: Optional[List[int]] = None):
+        """`server_ranks`: per-rank mode (see the module docstring), the global ranks whose GPU hosts a server TP
+        rank; None: one replica sends through the engine's rank."""
         if bucket_bytes <= 0:
             raise ValueError(f"weight sync: bucket size {bucket_bytes} bytes must be > 0")
         self.model = model
         self.arch = arch
         self.engine = engine
         self.bucket_bytes = int(bucket_bytes)
+        self.server_ranks = None if server_ranks is None else set(server_ranks)
+        if self.server_ranks is not None and max(self.server_ranks) >= dist.get_world_size():
+            raise ValueError(f"weight sync: colocated server ranks sit on GPUs {sorted(self.server_ranks)}, but the "
+                             f"trainer has {dist.get_world_size()} ranks (rollout.base_gpu_id, num_servers, tp_size)")
         self.role = self._agree_roles(engine is not None)
 
     @staticmethod
@@ -118,6 +133,8 @@ class WeightSync:
 
     def sync(self, version: Optional[int] = None) -> SyncStats:
         """Send every weight to the engine once (collective over all ranks; inactive replicas return at once)."""
+        if self.server_ranks is not None:
+            return self._sync_per_rank(version)
         stats = SyncStats(version=version)
         role = self.role
         if not role.active:
@@ -146,6 +163,66 @@ class WeightSync:
                 stats.seconds, stats.gb_per_s,
             )
         return stats
+
+    # ---- per-rank mode ----
+
+    def _sync_per_rank(self, version: Optional[int]) -> SyncStats:
+        stats = SyncStats(version=version)
+        start = time.perf_counter()
+        owner = self.engine is not None
+        handles = self._rank_handles(stats, owner)
+        try:
+            if owner:
+                self.engine.update_weights(handles, version=version)
+        finally:
+            leftover = sum(1 for _ in handles)  # the other ranks finish every bucket's gather and barrier
+        if owner and leftover:
+            raise RuntimeError(f"weight sync: the engine consumed only part of the update ({leftover} buckets left "
+                               "over)")
+        stats.sent_to_engine = owner
+        stats.seconds = time.perf_counter() - start
+        if owner:
+            logger.info("weight sync v%s (per-rank handles): %d tensors, %d buckets, %.1f MiB in %.2fs", version,
+                        stats.tensors, stats.buckets, stats.bytes / 2**20, stats.seconds)
+        return stats
+
+    def _rank_handles(self, stats: SyncStats, owner: bool) -> Iterator[RankHandles]:
+        """Every rank: each bucket of the whole model flattened on its own device; the ranks in `server_ranks`
+        serialize theirs; all are gathered on global rank 0, which yields them to its engine."""
+        hosts_server = dist.get_rank() in self.server_ranks
+        for bucket in bucketize(self._whole_model(), self.bucket_bytes):
+            flat, meta = flatten_bucket(bucket)
+            stats.add(bucket)
+            gathered = collectives.gather_object(serialize_one(flat, meta) if hosts_server else None, dst=0)
+            if owner:
+                yield RankHandles(gathered, sum(tensor_nbytes(t) for _, t in bucket), len(bucket))
+            collectives.barrier()  # the owner's engine has posted: the servers hold their own references now
+            del flat, bucket
+            free_ipc_memory()
+
+    def _whole_model(self) -> Iterator[Tuple[str, torch.Tensor]]:
+        """The whole model's HF tensors, on every rank: this stage's TP-gathered ones, and the other stages' received
+        over the PP group (one tensor at a time, stages in order)."""
+        local = iter_hf_tensors(self.model, self.arch, what="param")
+        role = self.role
+        if role.pp_size == 1:
+            yield from local
+            return
+        for stage in range(role.pp_size):
+            src = dist.get_global_rank(role.pp_group, stage)
+            if stage == role.pp_rank:
+                for name, t in local:
+                    t = t.contiguous()
+                    collectives.broadcast_object((name, tuple(t.shape), t.dtype), src=src, group=role.pp_group)
+                    collectives.broadcast(t, src=src, group=role.pp_group)
+                    yield name, t
+                collectives.broadcast_object(None, src=src, group=role.pp_group)
+                continue
+            while (head := collectives.broadcast_object(None, src=src, group=role.pp_group)) is not None:
+                name, shape, dtype = head
+                t = torch.empty(shape, dtype=dtype, device=_device())
+                collectives.broadcast(t, src=src, group=role.pp_group)
+                yield name, t
 
     def _local_buckets(self) -> Iterator[Bucket]:
         """This stage's buckets (every TP rank iterates: the gathers are collective; all get full tensors)."""

@@ -149,7 +149,8 @@ class Trainer:
         self.engine = build_engine(cfg.rollout, hf_config=cfg.model.hf_path) if self.rank0 else None
         # on every rank: the colocated sync after a step is collective (train/colocated.py)
         self._offload_engine = cfg.train.colocate and cfg.rollout.offload_during_training
-        self.weight_sync = WeightSync(self.model, self.arch, self.engine, cfg.rollout.weight_bucket_mib * 2**20)
+        self.weight_sync = WeightSync(self.model, self.arch, self.engine, cfg.rollout.weight_bucket_mib * 2**20,
+                                      server_ranks=cfg.rollout.colocated_server_ranks())
         if self.rank0:
             from prefix_rft_megatron.reward import RewardScorer
 

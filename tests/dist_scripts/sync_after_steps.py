@@ -75,6 +75,48 @@ def error_paths(ddp, arch, engine, bucket_bytes) -> dict:
     return out
 
 
+class HandlesEngine:
+    """Per-rank mode's receiving side, as SGLang's servers would see it: each gathered payload unpickled (CPU
+    tensors travel by value) and rebuilt into named tensors, per trainer rank."""
+
+    def __init__(self):
+        self.by_rank = {}
+
+    def update_weights(self, buckets, version=None):
+        import base64
+        import pickle
+
+        from prefix_rft_megatron.rollout.weight_buckets import unflatten_bucket
+
+        for handles in buckets:
+            for rank, payload in enumerate(handles.payloads):
+                if payload is None:
+                    continue
+                obj = pickle.loads(base64.b64decode(payload))
+                for name, t in unflatten_bucket(obj["flattened_tensor"], obj["metadata"]):
+                    self.by_rank.setdefault(rank, {})[name] = t.clone()
+
+
+def per_rank_mode(ddp, arch, bucket_bytes, reference) -> dict:
+    """Every rank hands its own copy of every bucket (server_ranks = all ranks); rank 0 gathers them. `reference`:
+    the HF engine's state dict after the plain sync (rank 0)."""
+    world = dist.get_world_size()
+    engine = HandlesEngine() if dist.get_rank() == 0 else None
+    stats = WeightSync(ddp, arch, engine=engine, bucket_bytes=bucket_bytes, server_ranks=list(range(world))).sync(3)
+    out = {"tensors": stats.tensors}
+    try:  # an engine failing mid-update: rank 0 re-raises, the other ranks finish their gathers and return
+        WeightSync(ddp, arch, engine=FailingEngine() if engine else None, bucket_bytes=bucket_bytes,
+                   server_ranks=list(range(world))).sync(4)
+        out["failing_engine_raised"] = False
+    except KeyError:
+        out["failing_engine_raised"] = True
+    if engine is not None:
+        out["ranks"] = sorted(engine.by_rank)
+        out["names_match"] = all(set(t) == set(reference) for t in engine.by_rank.values())
+        out["max_diff"] = max((t[n] - reference[n]).abs().max().item() for t in engine.by_rank.values() for n in t)
+    return out
+
+
 def main(hf_dir, ckpt, tp, pp, dist_opt, bucket_bytes):
     layout = initialize_parallel(tp=int(tp), pp=int(pp))
     bucket_bytes = int(bucket_bytes)
@@ -100,6 +142,10 @@ def main(hf_dir, ckpt, tp, pp, dist_opt, bucket_bytes):
         result["logprob_diff"] = (meg - box[0]).abs().max().item()
         result["logprob_diff_before_sync"] = (meg - box[1]).abs().max().item()
 
+    sent = {n: t for n, t in engine.inner.model.state_dict().items()} if engine is not None else None
+    if engine is not None and arch.tie_word_embeddings:
+        sent.pop("lm_head.weight", None)
+    result["per_rank"] = per_rank_mode(ddp, arch, bucket_bytes, sent)
     if engine is not None:
         expected = {n: list(t.shape) for n, t in engine.inner.model.state_dict().items()}
         ref, _ = reference_trained(hf_dir, hyper, 2, layout.dp)

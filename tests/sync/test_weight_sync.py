@@ -47,6 +47,12 @@ def test_engine_logprobs_equal_megatron_after_updates(tiny_hf_models, ckpts, var
     last = [r for r in ranks if "logprob_diff" in r]
     assert last and all(r["logprob_diff"] <= LOGPROB_TOL < 1e-2 < r["logprob_diff_before_sync"] for r in last)
 
+    # per-rank mode (colocated SGLang): every rank's own copy of every tensor reached the engine's rank, equal to
+    # what the plain sync delivered; a failing engine re-raises on rank 0 only and blocks nobody
+    per_rank = ranks[0]["per_rank"]
+    assert per_rank["ranks"] == [0, 1] and per_rank["names_match"] and per_rank["max_diff"] == 0.0
+    assert [r["per_rank"]["failing_engine_raised"] for r in ranks] == [True, False]
+
     eng = ranks[0]["engine"]
     assert eng["weight_version"] == 2
     sizes = [sum(nb for _, _, nb in b) for b in eng["buckets"]]

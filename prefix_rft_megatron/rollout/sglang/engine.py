@@ -4,6 +4,7 @@ flight, the weight-update session around a transport, memory release and resume,
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 import threading
@@ -18,7 +19,7 @@ import torch
 from ..config import RolloutConfig
 from ..engine import RolloutEngine, WeightBucket
 from ..types import Completion, GenerateRequest
-from ..weight_buckets import rebucket
+from ..weight_buckets import RankHandles, rebucket
 from .client import HTTPClient, SGLangError, SGLangVersionError
 from .distributed_transport import DistributedTransport
 from .payloads import SGLANG_API_VERSION, api_version_matches, generate_payload, parse_generate_response
@@ -63,7 +64,7 @@ class SGLangEngine(RolloutEngine):
         # and one for the weight-update calls that go out while generation requests wait
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_requests_per_server * len(self.clients) + 1)
         self._flush_before_generate = False
-        self.transport = (TensorTransport(cfg.tp_size) if cfg.weight_sync == "tensor" else
+        self.transport = (TensorTransport(cfg.tp_size, cfg.base_gpu_id) if cfg.weight_sync == "tensor" else
                           DistributedTransport(cfg, update_group_factory, broadcast))
         self._closed = False
         try:
@@ -190,7 +191,7 @@ class SGLangEngine(RolloutEngine):
             # begin/update/end are not retried: a lost answer may hide a done step (a second begin is refused, and a
             # serialized tensor payload must not be delivered twice)
             self._all("/begin_weight_update", {}, retry=False)
-            for bucket in rebucket(buckets, cfg.weight_bucket_mib * 2**20):
+            for bucket in _stream(buckets, cfg.weight_bucket_mib * 2**20):
                 self.transport.send(self, bucket, wv)
             self._all("/end_weight_update", {}, retry=False)
             if cfg.pause_mode != "in_place":
@@ -232,3 +233,17 @@ class SGLangEngine(RolloutEngine):
         for p in self.processes:
             p.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _stream(buckets: Iterable, max_bytes: int):
+    """Plain buckets regrouped to rollout.weight_bucket_mib; per-rank handles (already bucketed and serialized by every
+    trainer rank) as they come."""
+    buckets = iter(buckets)
+    first = next(buckets, None)
+    if first is None:
+        return
+    if isinstance(first, RankHandles):
+        yield first
+        yield from buckets
+        return
+    yield from rebucket(itertools.chain([first], buckets), max_bytes)
