@@ -3,8 +3,11 @@ environment does not need sglang (it goes only where the servers run). Checked a
 release that renamed `_new_process_group_helper`'s `pg_options` to `backend_options`).
 
 - `init_custom_process_group`: a process group outside the default world (trainer rank 0 + the servers' TP ranks),
-  rendezvous and store exactly as sglang 0.5.23's `sglang.srt.utils.init_custom_process_group` makes them on the
-  server side (a TCP store at init_method, prefixed by the group name; group rank = rank), so both sides meet.
+  the store as sglang 0.5.23's `sglang.srt.utils.init_custom_process_group` makes it on the server side (a
+  multi-tenant TCP store at init_method, hosted by rank 0, prefixed by the group name; group rank = rank), so both
+  sides meet. The store is made directly, not through torch's `rendezvous`: under torchrun
+  (TORCHELASTIC_USE_AGENT_STORE=True) `rendezvous` makes every rank a client of the agent's store, and rank 0 would
+  wait for a master that nobody hosts.
 - `UUIDForkingPickler`: torch's ForkingPickler with the CUDA-tensor reduction carrying the device's UUID where torch
   puts its index. sglang 0.5.23's receiving side (`monkey_patch_torch_reductions`, applied by the server before it
   deserialises) maps a UUID back to its own index, so a server with another CUDA_VISIBLE_DEVICES opens the handle on
@@ -36,12 +39,17 @@ _require_torch()
 
 def init_custom_process_group(backend: str, init_method: str, world_size: int, rank: int, group_name: str,
                               timeout: datetime.timedelta | None = None, device_id: torch.device | None = None):
-    from torch.distributed import PrefixStore, rendezvous
+    from urllib.parse import urlparse
+
+    from torch.distributed import PrefixStore, TCPStore
     from torch.distributed.distributed_c10d import _new_process_group_helper, _world, default_pg_timeout
 
     timeout = timeout or default_pg_timeout
-    store, rank, world_size = next(rendezvous(init_method, rank, world_size, timeout=timeout))
-    store.set_timeout(timeout)
+    address = urlparse(init_method)
+    if address.scheme != "tcp" or not address.hostname or not address.port:
+        raise ValueError(f"init_custom_process_group: {init_method!r} is not tcp://HOST:PORT")
+    store = TCPStore(address.hostname, address.port, world_size, is_master=rank == 0, timeout=timeout,
+                     multi_tenant=True)
     store = PrefixStore(group_name, store)
     group, _ = _new_process_group_helper(world_size, rank, [], backend, store, group_name=group_name,
                                          timeout=timeout, device_id=device_id)

@@ -406,7 +406,7 @@ def test_launched_servers_do_not_inherit_the_trainers_settings():
     from prefix_rft_megatron.rollout.sglang.server import server_env
 
     env = server_env({"CUDA_DEVICE_MAX_CONNECTIONS": "1", "RANK": "3", "MASTER_PORT": "29500", "HF_HOME": "/hf",
-                      "CUDA_VISIBLE_DEVICES": "0,1"})
+                      "CUDA_VISIBLE_DEVICES": "0,1", "TORCHELASTIC_USE_AGENT_STORE": "True"})
     assert env == {"HF_HOME": "/hf", "CUDA_VISIBLE_DEVICES": "0,1"}
 
 

@@ -15,14 +15,19 @@ from ..config import RolloutConfig
 
 # The trainer's settings that a server must not inherit: CUDA_DEVICE_MAX_CONNECTIONS=1 keeps Megatron's TP
 # communication in launch order and would serialise the server's kernels; torchrun's variables name a rank of the
-# trainer's world, which a server is not.
+# trainer's world, which a server is not, and with TORCHELASTIC_USE_AGENT_STORE=True (any TORCHELASTIC_* is dropped)
+# the server's own process group waits forever for torchrun's store (measured: a server launched by a TP=2 trainer
+# hung in torch's _create_c10d_store).
 TRAINER_ONLY_ENV = ("CUDA_DEVICE_MAX_CONNECTIONS", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-                    "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+                    "GROUP_WORLD_SIZE", "ROLE_NAME", "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+TRAINER_ONLY_PREFIXES = ("TORCHELASTIC_",)
 
 
 def server_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """The environment of a launched server: the trainer's (`base`, default os.environ) less TRAINER_ONLY_ENV."""
-    return {k: v for k, v in (os.environ if base is None else base).items() if k not in TRAINER_ONLY_ENV}
+    """The environment of a launched server: the trainer's (`base`, default os.environ) less TRAINER_ONLY_ENV and
+    TRAINER_ONLY_PREFIXES."""
+    return {k: v for k, v in (os.environ if base is None else base).items()
+            if k not in TRAINER_ONLY_ENV and not k.startswith(TRAINER_ONLY_PREFIXES)}
 
 
 def build_server_command(cfg: RolloutConfig, index: int) -> List[str]:
