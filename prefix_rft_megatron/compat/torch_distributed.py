@@ -12,7 +12,9 @@ release that renamed `_new_process_group_helper`'s `pg_options` to `backend_opti
   puts its index. sglang 0.5.23's receiving side (`monkey_patch_torch_reductions`, applied by the server before it
   deserialises) maps a UUID back to its own index, so a server with another CUDA_VISIBLE_DEVICES opens the handle on
   the right GPU. The rebuild function stays torch's own name (`torch.multiprocessing.reductions.
-  rebuild_cuda_tensor`), which the patched server resolves to its UUID-aware version; no torch global is patched here.
+  rebuild_cuda_tensor`, on the allow-list of sglang 0.5.23's SafeUnpickler), which the server resolves to its
+  UUID-aware version because it patches before deserialising (`tp_worker.deserialize_own_rank`, read in the
+  installed 0.5.23); no torch global is patched here. Not run on a GPU yet.
 """
 
 from __future__ import annotations

@@ -81,6 +81,12 @@ def check_training(cfg: Config, world_size: int) -> int:
             raise ConfigError(head)
     elif per_mini % (dp * cfg.train.micro_batch_size):
         raise ConfigError(f"{head} x train.micro_batch_size={cfg.train.micro_batch_size}")
+    server_ranks = cfg.rollout.colocated_server_ranks()
+    if server_ranks and max(server_ranks) >= world_size:
+        raise ConfigError(
+            f"rollout: colocated servers on GPUs {server_ranks[0]}..{server_ranks[-1]} (rollout.base_gpu_id="
+            f"{cfg.rollout.base_gpu_id}, num_servers, tp_size={cfg.rollout.tp_size}) but only {world_size} trainer "
+            "ranks: each server GPU gets its weights from the trainer rank on it")
     return dp
 
 

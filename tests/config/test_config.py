@@ -113,3 +113,14 @@ def test_top_level_seed_sets_every_seed_not_given():
     cfg = load_config(overrides=["seed=7", "data.seed=3"])
     assert {sec: getattr(cfg, sec).seed for sec in SEEDED_SECTIONS} == {
         "parallel": 7, "algorithm": 7, "rollout": 7, "data": 3, "eval": 7}
+
+
+def test_colocated_servers_need_a_trainer_rank_on_each_gpu():
+    from prefix_rft_megatron.config import check_training
+
+    cfg = load_config([], ["model.hf_path=/m", "rollout.engine=sglang", "rollout.weight_sync=tensor",
+                           "train.colocate=true", "rollout.num_servers=8", "rollout.tp_size=1"])
+    assert cfg.rollout.colocated_server_ranks() == list(range(8))
+    assert check_training(cfg, 8) == 8
+    with pytest.raises(ConfigError, match=r"colocated servers on GPUs 0\.\.7 .* only 4 trainer ranks"):
+        check_training(cfg, 4)

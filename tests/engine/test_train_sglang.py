@@ -1,6 +1,7 @@
 """`prefix-rft train ... rollout.engine=sglang` on a tiny model with a real sglang 0.5.23 CPU server: launched by the
-trainer and attached by URL, the engine-vs-trainer log-prob check every step, resume, and no server left behind by a
-SIGKILLed trainer."""
+trainer and attached by URL, the engine-vs-trainer log-prob check every step, resume, no server left behind by a
+SIGKILLed trainer, and two servers fed by each weight transport at TP=2 and DP=2 (the distributed one over a gloo
+weight-update group, what the 70B recipe does over NCCL)."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import time
 
 import psutil
+import pytest
 
 from conftest import CPU_SERVER_ARGS, SGLANG_PYTHON, cpu_server_overrides
 from prefix_rft_megatron.parallel.init import free_port
@@ -90,3 +92,40 @@ def test_sigkilled_trainer_leaves_no_server(policy, tmp_path):
             proc.kill()
         for p in _servers(port):
             p.kill()
+
+
+def _two_servers(port: int, tmp_path, transport: str) -> dict:
+    """Two launched servers (tp_size 1 each) on "GPUs" 0 and 1. distributed: weights broadcast over the custom
+    weight-update group (gloo on CPU: parallel.backends.weight_update_backend), as the 70B recipe's attached servers
+    get them; tensor: colocated, server i gets trainer rank i's own copy of each bucket (per-rank handles)."""
+    over = {**DATA, **cpu_server_overrides(port), "rollout.num_servers": "2", "rollout.weight_sync": transport,
+            # sglang's CPU engine sizes its KV pool as a fraction of the machine's RAM: two servers at the default
+            # 0.6 do not fit in 24 GiB (measured: the second server's scheduler was OOM-killed)
+            "rollout.mem_fraction_static": "0.15", "rollout.server_log_dir": str(tmp_path / "logs")}
+    if transport == "distributed":
+        over.update({"train.colocate": "false", "rollout.update_group_master_port": str(free_port())})
+    return over
+
+
+# sglang's CPU engine binds a server's threads to the NUMA node of its "GPU" index unless told otherwise; the second
+# server's index 1 has no node on a one-node machine
+TWO_SERVER_ENV = {"SGLANG_CPU_OMP_THREADS_BIND": "0-1|0-1"}
+
+
+@pytest.mark.parametrize("transport,tp,nproc,steps", [("distributed", 2, 2, 3), ("distributed", 1, 2, 2),
+                                                      ("tensor", 1, 2, 2)],
+                         ids=["distributed_tp2", "distributed_dp2", "colocated_per_rank_dp2"])
+def test_two_servers_after_every_update(policy, tmp_path, transport, tp, nproc, steps):
+    """TP=2 (each bucket gathered from the two TP shards) or DP=2, two servers, an update after every step: the
+    servers' log-probs of the next step's samples equal the trainer's (the check runs every step)."""
+    out, port = tmp_path / "run", free_port()
+    args = train_args(policy, out, steps, **_two_servers(port, tmp_path, transport), **{"parallel.tp": str(tp)})
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] if tp == 1 else []
+    cmd = train_cmd(args)
+    proc = subprocess.run([cmd[0], *launcher, *cmd[1:]], capture_output=True, text=True, timeout=1500,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", **TWO_SERVER_ENV))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = read_run_metrics(out)
+    _check_steps(rows, steps)
+    assert all(r["weight_sync/bytes"] > 0 for r in rows)
+    assert not _servers(port) and not _servers(port + 1)
