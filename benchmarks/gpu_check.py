@@ -270,7 +270,29 @@ def _lines(name: str, r: dict) -> str:
     return f"TP={r['tp']} DP={r['dp']}: {r['step_s']:.2f} s/step, log-prob diff max {r['logprob_diff_max']:.3g}"
 
 
+REQUIRED = ("megatron.core", "transformers", "omegaconf", "safetensors", "math_verify", "tqdm")
+
+
+def missing_requirements() -> list[str]:
+    """The imports this check needs that this environment lacks (a GPU machine may have no package index: the
+    line says what to bring)."""
+    import importlib.util
+
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except ModuleNotFoundError:  # the parent package ("megatron" of megatron.core) is missing
+            return True
+
+    return [m for m in REQUIRED if absent(m)]
+
+
 def main(argv=None) -> int:
+    missing = missing_requirements()
+    if missing:
+        print(f"gpu_check: needs {', '.join(missing)} installed (pip install -e . from the repository, or the wheels of "
+              "megatron-core==0.16.1 and the package's other requirements; megatron-core is pure Python)")
+        return 2
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny sizes (the test; minutes on CPU)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "gpu_check.json"))
