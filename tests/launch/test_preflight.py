@@ -65,8 +65,10 @@ def test_kl_to_a_reference_adds_its_weights(check_here):
 
 @pytest.mark.parametrize("args,line", [
     (["conf/qwen2.5-math-7b.yaml", "parallel.tp=3"], "8 processes do not split into parallel.tp=3"),
-    (["--gpus-per-node", "6", "conf/qwen2.5-math-7b.yaml", "parallel.tp=3"],
+    (["--gpus-per-node", "6", "conf/qwen2.5-math-7b.yaml", "parallel.tp=3", "rollout.num_servers=6"],
      "num_attention_heads=28"),  # 6 GPUs split into TP 3 x DP 2, but 28 heads do not split over 3
+    # the recipe's 8 colocated servers on a 4-GPU node: 4 of them would have no trainer rank to hand them weights
+    (["--gpus-per-node", "4", "conf/qwen2.5-math-7b.yaml"], "colocated servers on GPUs 0..7"),
     (["--nodes", "8", "conf/llama-70b.yaml", "model.recompute_activations=false", "parallel.sequence_parallel=false"],
      "does not fit: training on pipeline stage 0 needs"),
     (["--nodes", "8", "conf/llama-70b.yaml", "model.recompute_activations=false", "--gpu-mem-gib", "48"],
