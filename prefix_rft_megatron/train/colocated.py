@@ -22,8 +22,10 @@ from prefix_rft_megatron.parallel import collectives
 
 
 def free_cached_memory() -> None:
-    gc.collect()
+    """Drop unreachable tensors and return the allocator's cached blocks to the driver (on CPU there is no cache to
+    return, and nothing is done)."""
     if torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()
 
 
