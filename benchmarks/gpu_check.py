@@ -290,8 +290,8 @@ def missing_requirements() -> list[str]:
 def main(argv=None) -> int:
     missing = missing_requirements()
     if missing:
-        print(f"gpu_check: needs {', '.join(missing)} installed (pip install -e . from the repository, or the wheels of "
-              "megatron-core==0.16.1 and the package's other requirements; megatron-core is pure Python)")
+        print(f"gpu_check: needs {', '.join(missing)} installed (pip install -e . from the repository, or the "
+              "wheels of megatron-core==0.16.1 and the package's other requirements; megatron-core is pure Python)")
         return 2
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny sizes (the test; minutes on CPU)")

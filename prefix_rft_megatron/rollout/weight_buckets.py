@@ -23,7 +23,7 @@ import itertools
 import pickle
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Iterable, Iterator, List, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -100,7 +100,8 @@ def serialize_for_ranks(obj, tp_size: int, by_value: bool = False) -> List[str]:
     reads); separate pickles so each rank holds its own IPC references.
 
     ForkingPickler shares tensors instead of copying them: a CUDA tensor as a CUDA-IPC handle naming its GPU by UUID
-    (the colocated GPU path, as sglang's own patched reduction does), a CPU tensor as a file descriptor of torch's shared memory, which only a process that torch's
+    (the colocated GPU path, as sglang's own patched reduction does), a CPU tensor as a file descriptor of torch's
+    shared memory, which only a process that torch's
     multiprocessing connected can receive: an SGLang server, an unrelated process, rejects it (multiprocessing's
     authentication digest) and its scheduler dies. `by_value` (CPU tensors) uses the plain pickler instead: the
     bytes travel in the body, nothing is shared and nothing is left behind."""
@@ -126,11 +127,9 @@ def free_ipc_memory() -> None:
 class RankHandles:
     """One bucket as every trainer rank serialized it on its own GPU (colocated, `sync.weight_sync` per-rank mode):
     `payloads[r]` is global rank r's `{"flattened_tensor", "metadata"}` pickle, for the server TP rank on rank r's
-    GPU. `nbytes` / `tensors`: the bucket's size, for the sync's figures."""
+    GPU (None for a rank whose GPU hosts no server rank)."""
 
-    payloads: List[str]
-    nbytes: int
-    tensors: int
+    payloads: List[Optional[str]]
 
 
 def serialize_one(flat: torch.Tensor, meta: Sequence) -> str:

@@ -195,7 +195,7 @@ class WeightSync:
             stats.add(bucket)
             gathered = collectives.gather_object(serialize_one(flat, meta) if hosts_server else None, dst=0)
             if owner:
-                yield RankHandles(gathered, sum(tensor_nbytes(t) for _, t in bucket), len(bucket))
+                yield RankHandles(gathered)
             collectives.barrier()  # the owner's engine has posted: the servers hold their own references now
             del flat, bucket
             free_ipc_memory()

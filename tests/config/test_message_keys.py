@@ -19,7 +19,8 @@ NOT_KEYS = re.compile(r"\.(py|md|yaml|jsonl?|json)$|^(launch|train|model|data|al
                       r"load|arch|tiny|dataset|rows|sampler|tokenizer|schedule|loss|token_stats|advantages|"
                       r"prefix_mask|pool|answer|engine|hf_engine|sglang|types|weight_buckets|evaluate|export|"
                       r"metrics|optim|batch|validate|loader|schema|cli_args|evaluator|benchmark|report|synthetic_math|"
-                      r"parent_death|forkserver_preload|main|init|cpu_shims|log|spec|step_metrics|backends|collectives)\b"
+                      r"parent_death|forkserver_preload|main|init|cpu_shims|log|spec|step_metrics|backends|"
+                      r"collectives)\b"
                       # Hugging Face tensor and file names
                       r"|^model\.(safetensors|layers|embed_tokens|norm)\b")
 
