@@ -20,6 +20,26 @@ CPU_SERVER_ARGS = ["--device", "cpu", "--attention-backend", "torch_native", "--
                    "--disable-overlap-schedule", "--sleep-on-idle"]
 
 
+def server_ports(count: int = 1) -> int:
+    """A base port with `count` free ports from it, below Linux's ephemeral range (32768+). A port the OS hands out
+    as free (`free_port`) is an ephemeral one, and between that and the server's bind (a minute on CPU) the
+    trainer's gloo groups open listening sockets on ephemeral ports: measured, a server's bind failed with
+    EADDRINUSE."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - count)
+        try:
+            for p in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free ports below the ephemeral range")
+
+
 def cpu_server_overrides(port: int) -> dict:
     """rollout.* keys that launch a CPU server from the trainer (`prefix-rft train ... rollout.engine=sglang`)."""
     return {"rollout.engine": "sglang", "rollout.server_python": SGLANG_PYTHON, "rollout.dtype": "float32",

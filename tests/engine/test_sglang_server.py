@@ -11,8 +11,7 @@ attention backend (torch_native); the client's per-sample seeds are checked agai
 import pytest
 import torch
 
-from conftest import CPU_SERVER_ARGS, SGLANG_PYTHON
-from prefix_rft_megatron.parallel.init import free_port
+from conftest import CPU_SERVER_ARGS, SGLANG_PYTHON, server_ports
 from prefix_rft_megatron.rollout import GenerateRequest, GroupSpec, RolloutConfig, SamplingParams, generate_groups
 from prefix_rft_megatron.rollout.hf_engine import HFEngine
 from prefix_rft_megatron.rollout.sglang import SGLangEngine
@@ -26,7 +25,7 @@ PROMPTS = [[1, 341, 269, 23, 270, 269, 18, 203], [1, 5, 6, 7, 8, 9, 10, 11, 12],
 @pytest.fixture(scope="module")
 def server(policy, tmp_path_factory):
     cfg = RolloutConfig(engine="sglang", model_path=str(policy), server_python=SGLANG_PYTHON, dtype="float32",
-                        base_port=free_port(), extra_server_args=list(CPU_SERVER_ARGS), health_timeout_s=300,
+                        base_port=server_ports(), extra_server_args=list(CPU_SERVER_ARGS), health_timeout_s=300,
                         server_log_dir=str(tmp_path_factory.mktemp("sglang_logs")),
                         enable_memory_saver=False)  # torch_memory_saver is a CUDA library
     engine = SGLangEngine(cfg)  # launches, waits for /health_generate, checks the server's version

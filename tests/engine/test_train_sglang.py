@@ -12,8 +12,7 @@ import time
 import psutil
 import pytest
 
-from conftest import CPU_SERVER_ARGS, SGLANG_PYTHON, cpu_server_overrides
-from prefix_rft_megatron.parallel.init import free_port
+from conftest import CPU_SERVER_ARGS, SGLANG_PYTHON, cpu_server_overrides, server_ports
 from train_runs import read_run_metrics, train_args, train_cmd, wait_for
 
 # Megatron (fp32, the trainer's recompute) vs sglang's torch_native CPU engine (fp32) on the sampled tokens:
@@ -41,7 +40,7 @@ def _check_steps(rows, n):
 
 
 def test_trainer_launches_sglang_trains_and_resumes(policy, tmp_path):
-    out, port = tmp_path / "run", free_port()
+    out, port = tmp_path / "run", server_ports()
     over = {**DATA, **cpu_server_overrides(port), "rollout.server_log_dir": str(tmp_path / "logs")}
     _run(train_args(policy, out, 2, **over))
     rows = read_run_metrics(out)
@@ -58,7 +57,7 @@ def test_trainer_attaches_to_a_running_server(policy, tmp_path):
     from prefix_rft_megatron.rollout import RolloutConfig
     from prefix_rft_megatron.rollout.sglang import SGLangEngine
 
-    port = free_port()
+    port = server_ports()
     server = SGLangEngine(RolloutConfig(engine="sglang", model_path=str(policy), server_python=SGLANG_PYTHON,
                                         dtype="float32", base_port=port, extra_server_args=list(CPU_SERVER_ARGS),
                                         enable_memory_saver=False, health_timeout_s=300,
@@ -73,7 +72,7 @@ def test_trainer_attaches_to_a_running_server(policy, tmp_path):
 
 
 def test_sigkilled_trainer_leaves_no_server(policy, tmp_path):
-    out, port = tmp_path / "run", free_port()
+    out, port = tmp_path / "run", server_ports()
     args = train_args(policy, out, 50, **DATA, **cpu_server_overrides(port))
     proc = subprocess.Popen(train_cmd(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -103,7 +102,7 @@ def _two_servers(port: int, tmp_path, transport: str) -> dict:
             # 0.6 do not fit in 24 GiB (measured: the second server's scheduler was OOM-killed)
             "rollout.mem_fraction_static": "0.15", "rollout.server_log_dir": str(tmp_path / "logs")}
     if transport == "distributed":
-        over.update({"train.colocate": "false", "rollout.update_group_master_port": str(free_port())})
+        over.update({"train.colocate": "false", "rollout.update_group_master_port": str(port + 2)})
     return over
 
 
@@ -118,7 +117,7 @@ TWO_SERVER_ENV = {"SGLANG_CPU_OMP_THREADS_BIND": "0-1|0-1"}
 def test_two_servers_after_every_update(policy, tmp_path, transport, tp, nproc, steps):
     """TP=2 (each bucket gathered from the two TP shards) or DP=2, two servers, an update after every step: the
     servers' log-probs of the next step's samples equal the trainer's (the check runs every step)."""
-    out, port = tmp_path / "run", free_port()
+    out, port = tmp_path / "run", server_ports(3)  # two servers, then the weight-update group's store
     args = train_args(policy, out, steps, **_two_servers(port, tmp_path, transport), **{"parallel.tp": str(tp)})
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] if tp == 1 else []
     cmd = train_cmd(args)
