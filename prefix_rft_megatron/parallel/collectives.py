@@ -8,7 +8,7 @@ every tensor collective below first checks the tensor's device against its group
 The rule (`PREFIX_RFT_COLLECTIVE_RULE`):
 - "actual" (default): the devices the group's real backend serves (torch's own `ProcessGroup._device_types`).
 - "nccl": the devices the group's backend would serve on a CUDA cluster: a group that inherits the default backend
-  gets `process_group_backend("cuda")`, a group made with `new_group(..., backend_on_cuda=...)` what it declared.
+  gets `process_group_backend("cuda")`, a group recorded with `declare(group, backend_on_cuda)` what it declared.
   Tests set it so that a CPU run fails where a GPU run would (tests/train/test_collective_devices.py).
 Object collectives pick their own device (CPU where the group has a CPU backend) and are passed through.
 The package calls `torch.distributed`'s collectives only through this module (tests/test_imports_layers.py checks).
@@ -17,7 +17,7 @@ The package calls `torch.distributed`'s collectives only through this module (te
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch
 import torch.distributed as dist
@@ -42,26 +42,17 @@ def rule() -> str:
     return value
 
 
-def new_group(ranks: Sequence[int], backend_on_cuda: str | None = None, backend: str | None = None):
-    """`dist.new_group(ranks, backend)`, remembering what the group's backend is on a CUDA run (for the "nccl"
-    rule). backend None: the default group's backend (per device)."""
-    group = dist.new_group(list(ranks), backend=backend)
-    if backend_on_cuda is not None:
-        _declared_on_cuda[group] = backend_on_cuda
-    return group
-
-
 def declare(group, backend_on_cuda: str) -> None:
-    """Record the CUDA-run backend of a group made outside `new_group` (a custom group with servers)."""
+    """Record the CUDA-run backend of a group with a backend of its own (the custom group with the servers); every
+    other group inherits the default group's."""
     _declared_on_cuda[group] = backend_on_cuda
 
 
 def served_device_types(group=None) -> set[str]:
     """The device types whose tensors `group` (default: the world) takes, under the current rule."""
-    if rule() == "nccl":
-        pg = group if group is not None else dist.group.WORLD
-        return backend_devices(_declared_on_cuda.get(pg, process_group_backend("cuda")))
     pg = group if group is not None else dist.group.WORLD
+    if rule() == "nccl":
+        return backend_devices(_declared_on_cuda.get(pg, process_group_backend("cuda")))
     types = getattr(pg, "_device_types", None)
     if types is None:  # a torch without the attribute: read the backend string
         return backend_devices(dist.get_backend_config(group))
